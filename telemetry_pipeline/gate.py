@@ -1,0 +1,55 @@
+"""The publish gate, read from the Dagster instance: shared by the sensor and the publish asset.
+
+A night may go home only when its latest summary says it may (no opt-out on a paid
+installation) and every check on that summary passed in the run that made it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dagster as dg
+
+SUMMARY_KEY = dg.AssetKey("night_summary")
+PUBLISH_KEY = dg.AssetKey("phone_home_delivery")
+GATING_CHECKS = ("no_email_outside_free_companies", "payload_has_documented_keys")
+
+
+@dataclass(frozen=True)
+class Gate:
+    open: bool
+    reason: str
+
+
+def latest_summary_record(instance: dg.DagsterInstance, night: str) -> dg.EventLogRecord | None:
+    result = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SUMMARY_KEY, asset_partitions=[night]), limit=1, ascending=False
+    )
+    return result.records[0] if result.records else None
+
+
+def checks_gate(instance: dg.DagsterInstance, summary_record: dg.EventLogRecord) -> Gate:
+    """Open only if each gating check ran in the summary's run and passed."""
+    records = instance.get_records_for_run(
+        summary_record.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    passed: dict[str, bool] = {}
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if evaluation.asset_key == SUMMARY_KEY and evaluation.check_name in GATING_CHECKS:
+            passed[evaluation.check_name] = passed.get(evaluation.check_name, True) and evaluation.passed
+    failed = [name for name in GATING_CHECKS if not passed.get(name, False)]
+    if failed:
+        missing = [name for name in failed if name not in passed]
+        how = "did not run" if missing == failed else "failed"
+        return Gate(False, f"check {', '.join(failed)} {how} on the summary (run {summary_record.run_id[:8]})")
+    return Gate(True, "checks passed")
+
+
+def summary_gate(summary_row: dict, disable_phone_home_now: bool) -> Gate:
+    """The opt-out as the summary recorded it, and as the configuration says now."""
+    if not summary_row["send"]:
+        return Gate(False, summary_row["send_reason"])
+    if disable_phone_home_now and summary_row["paid_companies"]:
+        return Gate(False, "opted out: apiServer.disablePhoneHome is now true and a company is on a paid plan")
+    return Gate(True, summary_row["send_reason"])

@@ -1,0 +1,70 @@
+"""Dagster resources: the installation's database, its configuration file, and the way home."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+
+from telemetry_pipeline import delivery
+from telemetry_pipeline.codestream_config import InstallationConfig, load_installation_config
+from telemetry_pipeline.locations import default_outbox_dir
+from telemetry_pipeline.source.database import SourceDatabase
+
+
+class SourceDatabaseResource(dg.ConfigurableResource):
+    """The installation's database, from TELEMETRY_SOURCE_URL; unset means the demo installation."""
+
+    url: str | None = None
+
+    def database(self) -> SourceDatabase:
+        if self.url:
+            return SourceDatabase(self.url)
+        from telemetry_pipeline.demo import ensure_demo_installation
+
+        return SourceDatabase(ensure_demo_installation().source_url)
+
+
+class CodeStreamConfigResource(dg.ConfigurableResource):
+    """The CodeStream configuration file (CODESTREAM_CONFIG; unset means the demo's)."""
+
+    path: str | None = None
+    phone_home_url: str | None = None  # CS_API_PHONE_HOME_URL, which overrides apiServer.phoneHomeUrl
+
+    def load(self) -> InstallationConfig:
+        path = self.path
+        if not path:
+            from telemetry_pipeline.demo import ensure_demo_installation
+
+            path = str(ensure_demo_installation().config_path)
+        return load_installation_config(path, phone_home_url_override=self.phone_home_url)
+
+
+class PhoneHomeResource(dg.ConfigurableResource):
+    """How a night goes home: POST with retries, or the outbox (TELEMETRY_OUTBOX_DIR) when offline."""
+
+    outbox_dir: str | None = None
+    retries: int = 4
+    backoff_factor: float = 2.0
+    connect_timeout_seconds: float = 10.0
+    read_timeout_seconds: float = 60.0
+
+    def outbox(self) -> str:
+        return self.outbox_dir or str(default_outbox_dir())
+
+    def deliver(self, config: InstallationConfig, night: dt.date, payload: bytes) -> delivery.Delivery:
+        if config.phone_home_url is None:
+            return delivery.write_to_outbox(self.outbox(), config.installation_id, night.isoformat(), payload)
+        return delivery.post_payload(
+            config.phone_home_url,
+            config.require_phone_home_key(),
+            config.installation_id,
+            night.isoformat(),
+            payload,
+            delivery.RetrySettings(
+                retries=self.retries,
+                backoff_factor=self.backoff_factor,
+                connect_timeout=self.connect_timeout_seconds,
+                read_timeout=self.read_timeout_seconds,
+            ),
+        )

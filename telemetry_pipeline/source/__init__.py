@@ -1,0 +1,1 @@
+"""The installation's database: its contract schema, connections, and the night's queries."""

@@ -1,0 +1,235 @@
+"""The night's reads from the installation's database, one function per extract asset.
+
+Each takes an open connection and the nights of a run (one night, or many in a backfill) and
+returns one Arrow table with a ``night`` column, so a run over many nights computes each night
+exactly as a run of that night alone would. Time windows are applied in SQL; rows are checked
+against the contract (NOT NULL columns, unique keys) before anything is built from them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from telemetry_pipeline.errors import TelemetryError
+from telemetry_pipeline.nights import night_bounds_ms
+from telemetry_pipeline.source.database import SourceConnection, first_null_row
+from telemetry_pipeline.source.schema import column
+
+NIGHT = pa.field("night", pa.string(), nullable=False)
+
+
+def _schema(table: str, names: list[str], *extra: pa.Field) -> pa.Schema:
+    return pa.schema([pa.field(n, column(table, n).arrow_type) for n in names] + list(extra))
+
+
+COMPANY_COLUMNS = ["id", "name", "plan", "deactivated", "created_at", "creator_id"]
+TEAM_COLUMNS = [
+    "id", "company_id", "name", "deactivated", "created_at", "creator_id", "live_view",
+    "review_approval", "review_assignment",
+]
+USER_COLUMNS = [
+    "id", "email", "is_registered", "deactivated", "created_at", "registered_at", "join_method",
+    "last_login", "last_origin", "last_origin_detail",
+]
+
+COMPANIES_SCHEMA = _schema("companies", COMPANY_COLUMNS).insert(0, NIGHT)
+TEAMS_SCHEMA = _schema("teams", TEAM_COLUMNS).insert(0, NIGHT)
+USERS_SCHEMA = _schema(
+    "users", USER_COLUMNS,
+    pa.field("is_admin", pa.bool_()),
+    pa.field("team_ids", pa.list_(pa.string())),
+    pa.field("providers", pa.list_(pa.string())),
+).insert(0, NIGHT)
+CODE_REVIEWS_SCHEMA = pa.schema([
+    NIGHT, pa.field("review_id", pa.string()), pa.field("team_id", pa.string()),
+    pa.field("created_at", pa.int64()), pa.field("approved_at", pa.int64()),
+])
+ACTIVITY_COUNTS = ["codemarks", "codemarks_in_reviews", "reviews", "replies"]
+USER_ACTIVITY_SCHEMA = pa.schema(
+    [NIGHT, pa.field("user_id", pa.string())] + [pa.field(n, pa.int64()) for n in ACTIVITY_COUNTS]
+)
+
+
+def _window(nights: list[dt.date]) -> dict[str, int]:
+    return {"start": night_bounds_ms(nights[0])[0], "end": night_bounds_ms(nights[-1])[1]}
+
+
+def _check_rows(rows: pa.Table, table: str, key: tuple[str, ...] = ("id",)) -> None:
+    """NULL in a NOT NULL column, or a repeated primary key: name table, column and row."""
+    id_column = key[0] if key[0] in rows.column_names else None
+    for name in rows.column_names:
+        if name in ("night",) or column_or_none(table, name) is None or column(table, name).nullable:
+            continue
+        row = first_null_row(rows, name, id_column)
+        if row is not None:
+            raise TelemetryError(f"table {table}: column {name} is NULL in row {id_column or 'row'}={row!r}")
+    counts = rows.group_by(list(key)).aggregate([([], "count_all")])
+    repeated = counts.filter(pc.greater(counts["count_all"], 1))
+    if repeated.num_rows:
+        value = ", ".join(f"{k}={repeated[k][0].as_py()!r}" for k in key)
+        raise TelemetryError(f"table {table}: duplicate primary key {value}")
+
+
+def column_or_none(table: str, name: str):
+    try:
+        return column(table, name)
+    except StopIteration:
+        return None
+
+
+def _per_night(rows: pa.Table, nights: list[dt.date], *, created_by_night_end: bool) -> pa.Table:
+    """One copy of a snapshot table per night, tagged with it (optionally only rows existing by then)."""
+    parts = []
+    for night in nights:
+        part = rows
+        if created_by_night_end:
+            part = rows.filter(pc.less(rows["created_at"], night_bounds_ms(night)[1]))
+        parts.append(part.add_column(0, NIGHT, pa.array([night.isoformat()] * part.num_rows, pa.string())))
+    return pa.concat_tables(parts)
+
+
+def extract_companies(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
+    """All companies: redaction and the opt-out look at every company, the payload at those of the night."""
+    rows = conn.fetch(
+        f"SELECT {', '.join(COMPANY_COLUMNS)} FROM companies",
+        {}, _schema("companies", COMPANY_COLUMNS), table="companies",
+    )
+    _check_rows(rows, "companies")
+    return _per_night(rows, nights, created_by_night_end=False)
+
+
+def extract_teams(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
+    """All teams: a user's companies come from every team the user is a member of."""
+    rows = conn.fetch(
+        f"SELECT {', '.join(TEAM_COLUMNS)} FROM teams", {}, _schema("teams", TEAM_COLUMNS), table="teams"
+    )
+    _check_rows(rows, "teams")
+    return _per_night(rows, nights, created_by_night_end=False)
+
+
+def extract_users(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
+    """Users that exist by the end of each night, with their memberships, admin flag and integrations."""
+    window = _window(nights)
+    users = conn.fetch(
+        f"SELECT {', '.join(USER_COLUMNS)} FROM users WHERE created_at < :end",
+        window, _schema("users", USER_COLUMNS), table="users",
+    )
+    _check_rows(users, "users")
+    members = conn.fetch(
+        "SELECT tm.team_id, tm.user_id, tm.is_admin FROM team_members tm"
+        " JOIN users u ON u.id = tm.user_id WHERE u.created_at < :end",
+        window, _schema("team_members", ["team_id", "user_id", "is_admin"]), table="team_members",
+    )
+    _check_rows(members, "team_members", key=("team_id", "user_id"))
+    tokens = conn.fetch(
+        "SELECT pt.user_id, pt.provider FROM provider_tokens pt"
+        " JOIN users u ON u.id = pt.user_id WHERE u.created_at < :end AND pt.has_access_token",
+        window, _schema("provider_tokens", ["user_id", "provider"]), table="provider_tokens",
+    )
+    for name in ("user_id", "provider"):
+        if (row := first_null_row(tokens, name, None)) is not None:
+            raise TelemetryError(f"table provider_tokens: column {name} is NULL in row {row}")
+
+    team_ids: dict[str, list[str]] = defaultdict(list)
+    admins: set[str] = set()
+    for team_id, user_id, is_admin in zip(*(members[c].to_pylist() for c in ("team_id", "user_id", "is_admin"))):
+        team_ids[user_id].append(team_id)
+        if is_admin:
+            admins.add(user_id)
+    providers: dict[str, set[str]] = defaultdict(set)
+    for user_id, provider in zip(tokens["user_id"].to_pylist(), tokens["provider"].to_pylist()):
+        providers[user_id].add(provider)
+
+    ids = users["id"].to_pylist()
+    users = (
+        users.append_column("is_admin", pa.array([i in admins for i in ids], pa.bool_()))
+        .append_column("team_ids", pa.array([sorted(team_ids.get(i, ())) for i in ids], pa.list_(pa.string())))
+        .append_column("providers", pa.array([sorted(providers.get(i, ())) for i in ids], pa.list_(pa.string())))
+    )
+    return _per_night(users, nights, created_by_night_end=True).cast(USERS_SCHEMA)
+
+
+def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
+    """Reviews created or approved during each night; one created and approved the same night once."""
+    window = _window(nights)
+    rows = conn.fetch(
+        """
+        SELECT night_index, id, team_id, created_at, approved_at FROM (
+          SELECT (created_at - :start) / 86400000 AS night_index, id, team_id, created_at, approved_at
+          FROM reviews WHERE created_at >= :start AND created_at < :end
+          UNION
+          SELECT (approved_at - :start) / 86400000 AS night_index, id, team_id, created_at, approved_at
+          FROM reviews WHERE approved_at >= :start AND approved_at < :end
+        ) AS night_reviews
+        """,
+        window,
+        pa.schema([("night_index", pa.int64()), ("review_id", pa.string()), ("team_id", pa.string()),
+                   ("created_at", pa.int64()), ("approved_at", pa.int64())]),
+        table="reviews",
+    )
+    for name in ("review_id", "team_id", "created_at"):
+        if (row := first_null_row(rows, name, "review_id")) is not None:
+            source_name = "id" if name == "review_id" else name
+            raise TelemetryError(f"table reviews: column {source_name} is NULL in row id={row!r}")
+    counts = rows.group_by(["night_index", "review_id"]).aggregate([([], "count_all")])
+    repeated = counts.filter(pc.greater(counts["count_all"], 1))
+    if repeated.num_rows:
+        raise TelemetryError(f"table reviews: duplicate primary key id={repeated['review_id'][0].as_py()!r}")
+    return _with_night_names(rows, nights, CODE_REVIEWS_SCHEMA)
+
+
+def extract_user_activity(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
+    """Per user and night, the posts created that night counted as contract section 5 says."""
+    window = _window(nights)
+    _refuse_offending_posts(conn, window)
+    rows = conn.fetch(
+        """
+        SELECT (p.created_at - :start) / 86400000 AS night_index, p.creator_id,
+          SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NOT NULL
+                    AND c.id IS NOT NULL AND c.review_id IS NULL THEN 1 ELSE 0 END),
+          SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NOT NULL
+                    AND c.review_id IS NOT NULL THEN 1 ELSE 0 END),
+          SUM(CASE WHEN p.review_id IS NOT NULL THEN 1 ELSE 0 END),
+          SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NULL THEN 1 ELSE 0 END)
+        FROM posts p LEFT JOIN codemarks c ON c.id = p.codemark_id
+        WHERE p.created_at >= :start AND p.created_at < :end
+        GROUP BY 1, 2
+        """,
+        window,
+        pa.schema([("night_index", pa.int64()), ("user_id", pa.string())]
+                  + [(n, pa.int64()) for n in ACTIVITY_COUNTS]),
+        table="posts",
+    )
+    return _with_night_names(rows, nights, USER_ACTIVITY_SCHEMA)
+
+
+def _refuse_offending_posts(conn: SourceConnection, window: dict[str, int]) -> None:
+    """The night's posts are counted in SQL, so their contract is checked in SQL too."""
+    in_window = "created_at >= :start AND created_at < :end"
+    probes = [
+        (f"SELECT id FROM posts WHERE {in_window} AND creator_id IS NULL",
+         "table posts: column creator_id is NULL in row id={!r}"),
+        (f"SELECT id FROM posts WHERE {in_window} AND team_id IS NULL",
+         "table posts: column team_id is NULL in row id={!r}"),
+        (f"SELECT id FROM posts WHERE {in_window} GROUP BY id HAVING COUNT(*) > 1",
+         "table posts: duplicate primary key id={!r}"),
+        (f"SELECT id FROM codemarks WHERE id IN (SELECT codemark_id FROM posts WHERE {in_window})"
+         " GROUP BY id HAVING COUNT(*) > 1",
+         "table codemarks: duplicate primary key id={!r}"),
+    ]
+    for sql, message in probes:
+        found = conn.fetch(sql + " LIMIT 1", window, pa.schema([("id", pa.string())]), table="posts")
+        if found.num_rows:
+            raise TelemetryError(message.format(found["id"][0].as_py()))
+
+
+def _with_night_names(rows: pa.Table, nights: list[dt.date], schema: pa.Schema) -> pa.Table:
+    first = nights[0]
+    names = [(first + dt.timedelta(days=i)).isoformat() for i in range(len(nights))]
+    night = pc.take(pa.array(names, pa.string()), rows["night_index"])
+    return rows.drop_columns(["night_index"]).add_column(0, NIGHT, night).cast(schema)
+
