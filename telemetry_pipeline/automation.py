@@ -9,7 +9,6 @@ import dagster as dg
 
 from telemetry_pipeline import gate
 from telemetry_pipeline.nights import first_night, last_complete_night
-from telemetry_pipeline.partitions import nightly_partitions
 from telemetry_pipeline.resources import CodeStreamConfigResource
 
 SCHEDULE_CRON_ENV = "TELEMETRY_SCHEDULE_CRON"
@@ -24,14 +23,14 @@ SUMMARY_TAG = "telemetry/summary_storage_id"
 nightly_job = dg.define_asset_job(
     "nightly_job",
     selection=dg.AssetSelection.assets(gate.SUMMARY_KEY).upstream(),
-    partitions_def=nightly_partitions,
     description="Extract the night and build its summary; the sensor then publishes it.",
 )
 publish_job = dg.define_asset_job(
     "publish_job",
     selection=dg.AssetSelection.assets(gate.PUBLISH_KEY),
-    partitions_def=nightly_partitions,
     description="Send one night's summary home.",
+    # The sensor re-sends a failed night with backoff; an immediate run retry would not wait.
+    tags={"dagster/max_retries": "0"},
 )
 
 
@@ -129,7 +128,7 @@ def _night_verdict(instance, night, summary_id, disable_phone_home_now, now):
         return True, f"not sent: {decision.reason}"
 
     tags = {NIGHT_TAG: night, SUMMARY_TAG: str(summary_id)}
-    runs = instance.get_runs(dg.RunsFilter(job_name=publish_job.name, tags=tags))
+    runs = instance.get_runs(dg.RunsFilter(tags=tags))
     if any(not run.is_finished for run in runs):
         return False, "a publish run is under way"
     failed = [run for run in runs if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
