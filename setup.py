@@ -17,6 +17,7 @@ setup(
         "requests>=2.32",
         "urllib3>=2.8",
         "universal-pathlib>=0.2",
+        "pyyaml>=6",
     ],
     extras_require={"dev": ["pytest>=8", "hypothesis>=6.100"]},
     entry_points={"console_scripts": ["telemetry-pipeline=telemetry_pipeline.cli:main"]},

@@ -17,6 +17,8 @@ SENSOR_INTERVAL_SECONDS = 60
 MAX_RUNS_PER_TICK = 10
 RETRY_BACKOFF_FIRST_SECONDS = 60
 RETRY_BACKOFF_MAX_SECONDS = 3600
+# Longer than the longest publish: 5 tries with backoff, Retry-After capped at 300 s, timeouts.
+STALE_PUBLISH_RUN_SECONDS = 3600
 NIGHT_TAG = "telemetry/night"
 SUMMARY_TAG = "telemetry/summary_storage_id"
 
@@ -123,14 +125,24 @@ def _night_verdict(instance, night, summary_id, disable_phone_home_now, now):
     }
     decision = gate.summary_gate(summary_row, disable_phone_home_now)
     if decision.open:
+        decision = gate.opted_out_history_gate(instance, night)
+    if decision.open:
         decision = gate.checks_gate(instance, record)
     if not decision.open:
         return True, f"not sent: {decision.reason}"
 
     tags = {NIGHT_TAG: night, SUMMARY_TAG: str(summary_id)}
     runs = instance.get_runs(dg.RunsFilter(tags=tags))
-    if any(not run.is_finished for run in runs):
-        return False, "a publish run is under way"
+    for run in runs:
+        if run.is_finished:
+            continue
+        started = instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp()
+        if now.timestamp() - started < STALE_PUBLISH_RUN_SECONDS:
+            return False, "a publish run is under way"
+        # The default run launcher cannot see a killed process; a publish run silent this long
+        # is dead, and the night goes again (the collector dedupes by Idempotency-Key).
+        instance.report_run_failed(run, message=f"no end after {STALE_PUBLISH_RUN_SECONDS} s: presumed killed")
+    runs = instance.get_runs(dg.RunsFilter(tags=tags))
     failed = [run for run in runs if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
     if failed:
         last_end = max((instance.get_run_record_by_id(run.run_id).end_time or 0) for run in failed)

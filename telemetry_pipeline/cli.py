@@ -74,6 +74,29 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill(args: argparse.Namespace) -> int:
+    from telemetry_pipeline.operations import materialize_nights, open_instance
+
+    first = parse_night(args.first, what="--from")
+    last = parse_night(args.last, what="--to")
+    if last < first:
+        raise TelemetryError(f"--to {last} is before --from {first}")
+    check_night_in_range(first)
+    check_night_in_range(last)
+    instance = open_instance()
+    result = materialize_nights(instance, first, last)
+    if not result.success:
+        failure = next((e for e in result.all_events if e.is_step_failure), None)
+        reason = failure.step_failure_data.error.message.strip() if failure else "see the run's log"
+        raise TelemetryError(f"the backfill run {result.run_id[:8]} failed: {reason.splitlines()[0]}")
+    nights = _metadata(result, "phone_home_delivery")["nights"]
+    for night in nights:
+        where = night.get("destination") or night.get("reason")
+        print(f"{night['night']}  {night['outcome']}  {where}")
+    print(f"{len(nights)} nights in run {result.run_id}")
+    return 0
+
+
 def _metadata(result, asset_name: str) -> dict:
     event = result.asset_materializations_for_node(asset_name)[-1]
     return {key: value.value for key, value in event.metadata.items()}
@@ -104,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="run one night end to end on the embedded demo installation")
     demo.add_argument("--date", help="the night, YYYY-MM-DD (default: the last complete UTC night)")
     demo.set_defaults(run=_demo)
+    backfill = commands.add_parser(
+        "backfill", help="build and publish a range of nights as one run on the DAGSTER_HOME instance"
+    )
+    backfill.add_argument("--from", dest="first", required=True, help="first night, YYYY-MM-DD")
+    backfill.add_argument("--to", dest="last", required=True, help="last night, YYYY-MM-DD")
+    backfill.set_defaults(run=_backfill)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

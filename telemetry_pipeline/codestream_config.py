@@ -76,8 +76,16 @@ def _lookup(document: dict, key_path: str, expected: type, path: str) -> Any:
         node = node[part]
     type_name = {str: "a string", bool: "a boolean (true or false)"}[expected]
     if node is None or type(node) is not expected:
-        raise TelemetryError(f"{path}: {key_path} must be {type_name}, found {json.dumps(node)[:40]}")
+        # Say what kind of value it is, never the value: this key may be the secret.
+        raise TelemetryError(f"{path}: {key_path} must be {type_name}, found {_json_kind(node)}")
     return node
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array",
+            dict: "an object"}[type(value)]
 
 
 def load_installation_config(path: str | os.PathLike, phone_home_url_override: str | None = None) -> InstallationConfig:

@@ -24,6 +24,12 @@ RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
 MAX_REPLY_BYTES = 64 * 1024
 
 
+class PhoneHomeRetry(Retry):
+    """urllib3's Retry, except that a 413 stays final even when it carries Retry-After."""
+
+    RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
+
+
 @dataclass(frozen=True)
 class RetrySettings:
     retries: int = 4
@@ -69,7 +75,13 @@ def post_payload(
     """POST ``[payload]`` to ``{base_url}/phone-home``; a 2xx reply is success, anything else raises."""
     url = f"{base_url.rstrip('/')}/phone-home"
     shown = display_url(url)
-    retry = Retry(
+    if phone_home_key != phone_home_key.strip() or not phone_home_key.isprintable():
+        # requests would refuse the header and quote the key in its error.
+        raise DeliveryFailed(
+            "universalSecrets.telemetry cannot be sent as a header: it has leading or trailing"
+            " space or a control character", attempts=0,
+        )
+    retry = PhoneHomeRetry(
         total=settings.retries,
         connect=settings.retries,
         read=settings.retries,

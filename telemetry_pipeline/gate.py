@@ -28,6 +28,19 @@ def latest_summary_record(instance: dg.DagsterInstance, night: str) -> dg.EventL
     return result.records[0] if result.records else None
 
 
+def opted_out_history_gate(instance: dg.DagsterInstance, night: str) -> Gate:
+    """A night built while opted out is never sent, even if rebuilt after the opt-out is lifted."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=SUMMARY_KEY, asset_partitions=[night]), limit=1000
+    ).records
+    for record in records:
+        send = record.asset_materialization.metadata.get("send")
+        if send is not None and send.value is False:
+            reason = record.asset_materialization.metadata["send_reason"].value
+            return Gate(False, f"the night was built while opted out ({reason})")
+    return Gate(True, "never opted out")
+
+
 def checks_gate(instance: dg.DagsterInstance, summary_record: dg.EventLogRecord) -> Gate:
     """Open only if each gating check ran in the summary's run and passed."""
     records = instance.get_records_for_run(

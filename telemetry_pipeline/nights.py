@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 
 from telemetry_pipeline.errors import TelemetryError
 
@@ -11,8 +12,14 @@ DAY_MS = 86_400_000
 DEFAULT_START_DATE = "2020-01-01"
 
 
+_NIGHT_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def parse_night(text: str, *, what: str = "date") -> dt.date:
+    """A night written as YYYY-MM-DD, and only so (fromisoformat alone also takes 20261126)."""
     try:
+        if not _NIGHT_FORMAT.fullmatch(text):
+            raise ValueError
         return dt.date.fromisoformat(text)
     except (TypeError, ValueError):
         raise TelemetryError(f"{what} {text!r} is not a night: expected YYYY-MM-DD") from None

@@ -35,6 +35,8 @@ def phone_home_delivery(
         row = summaries[key]
         decision = gate.summary_gate(row, config.disable_phone_home)
         if decision.open:
+            decision = gate.opted_out_history_gate(context.instance, key)
+        if decision.open:
             record = gate.latest_summary_record(context.instance, key)
             decision = gate.checks_gate(context.instance, record) if record else gate.Gate(False, "no summary")
         outcome = {"night": key, "payload_sha256": row["payload_sha256"], "payload_bytes": row["payload_bytes"]}
