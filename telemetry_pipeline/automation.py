@@ -142,6 +142,8 @@ def _night_verdict(instance, night, summary_id, disable_phone_home_now, now):
         # The default run launcher cannot see a killed process; a publish run silent this long
         # is dead, and the night goes again (the collector dedupes by Idempotency-Key).
         instance.report_run_failed(run, message=f"no end after {STALE_PUBLISH_RUN_SECONDS} s: presumed killed")
+        # A dead sender still holds the phone_home pool's one slot; give it back.
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
     runs = instance.get_runs(dg.RunsFilter(tags=tags))
     failed = [run for run in runs if run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)]
     if failed:

@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -60,11 +61,16 @@ class Collector:
 
     url: str = ""
     requests: list[dict] = field(default_factory=list)
-    # Replies to give, in order: (status, headers); when used up, every request gets 200.
-    script: list[tuple[int, dict]] = field(default_factory=list)
+    # Replies to give, in order: (status, headers[, seconds to stall first]); when used up, 200.
+    script: list[tuple] = field(default_factory=list)
 
     def reply_with(self, *replies):
         self.script.extend((r, {}) if isinstance(r, int) else r for r in replies)
+
+    @property
+    def delivered(self) -> list[dict]:
+        """The requests answered with a 2xx."""
+        return [r for r in self.requests if 200 <= r["status"] < 300]
 
     @property
     def bodies(self) -> list[list]:
@@ -80,8 +86,12 @@ def collector():
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with lock:
-                state.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                status, headers = state.script.pop(0) if state.script else (200, {})
+                status, headers, *stall = state.script.pop(0) if state.script else (200, {})
+                state.requests.append(
+                    {"path": self.path, "headers": dict(self.headers), "body": body, "status": status}
+                )
+            if stall:
+                time.sleep(stall[0])
             reply = b'{"ok": true}' if status < 300 else b'{"error": "scripted"}'
             self.send_response(status)
             for name, value in headers.items():
@@ -94,7 +104,7 @@ def collector():
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     try:

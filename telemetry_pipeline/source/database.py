@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from telemetry_pipeline.errors import TelemetryError
-from telemetry_pipeline.source.schema import SOURCE_TABLES
+from telemetry_pipeline.source.schema import SOURCE_TABLES, column
 
 SOURCE_URL_ENV = "TELEMETRY_SOURCE_URL"
 _PARAMETER = re.compile(r"(?<![:\w]):([a-z_]+)")
@@ -160,6 +160,28 @@ class SourceConnection:
                     raise TelemetryError(
                         f"source database {self.database.display}: table {table} has no column {col.name}"
                     )
+
+    def refuse_bad_values(self, table: str, column_name: str, id_column: str = "id") -> None:
+        """Check a column the night's SQL filters on but never fetches: NULL where the contract
+        forbids it, and (SQLite, which types values, not columns) a value of the wrong type."""
+        col = column(table, column_name)
+        probes = []
+        if not col.nullable:
+            probes.append((f"{column_name} IS NULL", "is NULL"))
+        if self.database.dialect == "sqlite":
+            wanted = "text" if col.sql_type == "text" else "integer"
+            probes.append((f"{column_name} IS NOT NULL AND typeof({column_name}) != '{wanted}'",
+                           f"holds a value that is not {'text' if wanted == 'text' else 'an integer'}"))
+            if col.sql_type == "boolean":
+                probes.append((f"{column_name} NOT IN (0, 1)", "holds a value that is not a boolean"))
+        for condition, problem in probes:
+            found = self.fetch(
+                f"SELECT {id_column} FROM {table} WHERE {condition} LIMIT 1", {},
+                pa.schema([(id_column, pa.string())]), table=table,
+            )
+            if found.num_rows:
+                row = found[id_column][0].as_py()
+                raise TelemetryError(f"table {table}: column {column_name} {problem} in row {id_column}={row!r}")
 
     def _columns_by_table(self) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {}

@@ -114,6 +114,8 @@ def extract_teams(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
 def extract_users(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
     """Users that exist by the end of each night, with their memberships, admin flag and integrations."""
     window = _window(nights)
+    conn.refuse_bad_values("users", "created_at")
+    conn.refuse_bad_values("provider_tokens", "has_access_token", id_column="user_id")
     users = conn.fetch(
         f"SELECT {', '.join(USER_COLUMNS)} FROM users WHERE created_at < :end",
         window, _schema("users", USER_COLUMNS), table="users",
@@ -156,6 +158,8 @@ def extract_users(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
 def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
     """Reviews created or approved during each night; one created and approved the same night once."""
     window = _window(nights)
+    conn.refuse_bad_values("reviews", "created_at")
+    conn.refuse_bad_values("reviews", "approved_at")
     rows = conn.fetch(
         """
         SELECT night_index, id, team_id, created_at, approved_at FROM (
@@ -185,6 +189,7 @@ def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Ta
 def extract_user_activity(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
     """Per user and night, the posts created that night counted as contract section 5 says."""
     window = _window(nights)
+    conn.refuse_bad_values("posts", "created_at")
     _refuse_offending_posts(conn, window)
     rows = conn.fetch(
         """
