@@ -164,3 +164,25 @@ def test_failed_delivery_is_retried_after_backoff_with_a_new_run_key(setup, coll
     later = plan_publish(instance, cursor, False, now + dt.timedelta(seconds=61))
     assert [r.run_key for r in later.run_requests] == [requests[0].run_key[:-1] + "1"]
     assert later.run_requests[0].tags[SUMMARY_TAG] == requests[0].tags[SUMMARY_TAG]
+
+
+def test_a_night_built_while_opted_out_is_never_sent_even_after_the_opt_out_is_lifted(setup, collector, tmp_path):
+    make, instance = setup
+    opted_out = make(paid=True, opted_out=True)
+    _build(instance, opted_out)
+    _, cursor = _tick(instance, opted_out)
+
+    lifted = make(paid=True, opted_out=False)  # the customer lifts the opt-out, and the night is rebuilt
+    _build(instance, lifted)
+    result, cursor = _tick(instance, lifted, cursor)
+    assert isinstance(result, dg.SkipReason)
+    assert "built while opted out" in result.skip_message
+
+    direct = dg.materialize(
+        [PUBLISH_ASSET, *BUILD_ASSETS], selection=[PUBLISH_ASSET.key], partition_key=NIGHT,
+        instance=instance, resources=lifted,
+    )
+    metadata = direct.asset_materializations_for_node("phone_home_delivery")[0].metadata
+    assert metadata["outcome"].value == "not sent"
+    assert "built while opted out" in metadata["reason"].value
+    assert collector.requests == []
