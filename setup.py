@@ -14,11 +14,14 @@ setup(
         "adbc-driver-postgresql>=1.4",
         "pandas>=2.2",
         "pyarrow>=17",
+        "numpy>=1.26",
+        "tqdm>=4.66",  # the progress bar of `telemetry-pipeline generate`
         "requests>=2.32",
         "urllib3>=2.8",
         "universal-pathlib>=0.2",
         "pyyaml>=6",
     ],
-    extras_require={"dev": ["pytest>=8", "hypothesis>=6.100"]},
+    # cryptography: throwaway certificates for the TLS tests (faults, doctor) and reliability-report
+    extras_require={"dev": ["pytest>=8", "hypothesis>=6.100", "cryptography>=42"]},
     entry_points={"console_scripts": ["telemetry-pipeline=telemetry_pipeline.cli:main"]},
 )

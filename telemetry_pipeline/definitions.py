@@ -12,8 +12,9 @@ from telemetry_pipeline.assets.summary import night_summary
 from telemetry_pipeline.automation import nightly_job, nightly_schedule, phone_home_sensor, publish_job
 from telemetry_pipeline.checks import SUMMARY_CHECKS
 from telemetry_pipeline.codestream_config import PHONE_HOME_URL_ENV
+from telemetry_pipeline.delivery import ALLOW_PLAIN_HTTP_ENV
 from telemetry_pipeline.io_manager import NightlyParquetIOManager
-from telemetry_pipeline.locations import OUTBOX_DIR_ENV
+from telemetry_pipeline.locations import ARCHIVE_DIR_ENV, OUTBOX_DIR_ENV
 from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource, SourceDatabaseResource
 from telemetry_pipeline.source.database import SOURCE_URL_ENV
 
@@ -34,7 +35,10 @@ def default_resources() -> dict:
         "codestream_config": CodeStreamConfigResource(
             path=_env(CONFIG_PATH_ENV), phone_home_url=_env(PHONE_HOME_URL_ENV)
         ),
-        "phone_home": PhoneHomeResource(outbox_dir=_env(OUTBOX_DIR_ENV)),
+        "phone_home": PhoneHomeResource(
+            outbox_dir=_env(OUTBOX_DIR_ENV), archive_dir=_env(ARCHIVE_DIR_ENV),
+            allow_plain_http=_env(ALLOW_PLAIN_HTTP_ENV),
+        ),
         "parquet_io_manager": NightlyParquetIOManager(base_path=_env(STORAGE_URL_ENV)),
     }
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 OUTBOX_DIR_ENV = "TELEMETRY_OUTBOX_DIR"
+ARCHIVE_DIR_ENV = "TELEMETRY_ARCHIVE_DIR"
 
 
 def data_dir() -> Path:
@@ -16,6 +17,15 @@ def data_dir() -> Path:
 
 def default_outbox_dir() -> Path:
     return data_dir() / "outbox"
+
+
+def default_archive_dir() -> Path:
+    return data_dir() / "archive"
+
+
+def archive_dir() -> Path:
+    """Where every delivered payload is kept: ``TELEMETRY_ARCHIVE_DIR``, else ``<data dir>/archive``."""
+    return Path(os.environ.get(ARCHIVE_DIR_ENV) or default_archive_dir())
 
 
 def demo_dir() -> Path:

@@ -14,10 +14,11 @@ from telemetry_pipeline.source.database import SourceDatabase
 from telemetry_pipeline.source.schema import SOURCE_TABLES
 
 
-def summarize_night(database: SourceDatabase, config: InstallationConfig, night: dt.date) -> NightSummary:
+def extract_night(database: SourceDatabase, night: dt.date) -> dict[str, list[dict]]:
+    """The night's rows, as the extract assets read them, keyed as ``build_night_summary`` takes them."""
     with database.connect() as conn:
         conn.check_tables(list(SOURCE_TABLES))
-        rows = {
+        return {
             name: fn(conn, [night]).to_pylist()
             for name, fn in [
                 ("companies", extract.extract_companies), ("teams", extract.extract_teams),
@@ -25,4 +26,7 @@ def summarize_night(database: SourceDatabase, config: InstallationConfig, night:
                 ("code_reviews", extract.extract_code_reviews),
             ]
         }
-    return build_night_summary(night, config.facts, **rows)
+
+
+def summarize_night(database: SourceDatabase, config: InstallationConfig, night: dt.date) -> NightSummary:
+    return build_night_summary(night, config.facts, **extract_night(database, night))

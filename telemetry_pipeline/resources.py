@@ -8,7 +8,7 @@ import dagster as dg
 
 from telemetry_pipeline import delivery
 from telemetry_pipeline.codestream_config import InstallationConfig, load_installation_config
-from telemetry_pipeline.locations import default_outbox_dir
+from telemetry_pipeline.locations import default_archive_dir, default_outbox_dir
 from telemetry_pipeline.source.database import SourceDatabase
 
 
@@ -41,16 +41,22 @@ class CodeStreamConfigResource(dg.ConfigurableResource):
 
 
 class PhoneHomeResource(dg.ConfigurableResource):
-    """How a night goes home: POST with retries, or the outbox (TELEMETRY_OUTBOX_DIR) when offline."""
+    """How a night goes home: POST with retries, or the outbox (TELEMETRY_OUTBOX_DIR) when offline.
+    Each delivered body is kept in the archive (TELEMETRY_ARCHIVE_DIR)."""
 
     outbox_dir: str | None = None
+    archive_dir: str | None = None
     retries: int = 4
     backoff_factor: float = 2.0
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 60.0
+    allow_plain_http: str | None = None  # TELEMETRY_ALLOW_PLAIN_HTTP: "1" allows http:// to another machine
 
     def outbox(self) -> str:
         return self.outbox_dir or str(default_outbox_dir())
+
+    def archive(self) -> str:
+        return self.archive_dir or str(default_archive_dir())
 
     def deliver(self, config: InstallationConfig, night: dt.date, payload: bytes) -> delivery.Delivery:
         if config.phone_home_url is None:
@@ -67,4 +73,5 @@ class PhoneHomeResource(dg.ConfigurableResource):
                 connect_timeout=self.connect_timeout_seconds,
                 read_timeout=self.read_timeout_seconds,
             ),
+            allow_plain_http=delivery.plain_http_allowed(self.allow_plain_http),
         )

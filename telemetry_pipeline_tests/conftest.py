@@ -20,7 +20,8 @@ POSTGRES_ADMIN_URL = os.environ.get("TELEMETRY_TEST_POSTGRES", "postgresql://pos
 def isolated_environment(tmp_path, monkeypatch):
     """No test reads the developer's settings or writes to their home."""
     for name in ("TELEMETRY_SOURCE_URL", "CODESTREAM_CONFIG", "CS_API_PHONE_HOME_URL", "TELEMETRY_START_DATE",
-                 "TELEMETRY_OUTBOX_DIR", "TELEMETRY_STORAGE_URL", "TELEMETRY_SCHEDULE_CRON", "DAGSTER_HOME"):
+                 "TELEMETRY_OUTBOX_DIR", "TELEMETRY_ARCHIVE_DIR", "TELEMETRY_STORAGE_URL", "TELEMETRY_SCHEDULE_CRON",
+                 "TELEMETRY_ALLOW_PLAIN_HTTP", "DAGSTER_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
 

@@ -3,11 +3,43 @@
 import dagster as dg
 import pyarrow as pa
 
-from telemetry_pipeline import gate
+from telemetry_pipeline import archive, gate
+from telemetry_pipeline.assets.summary import summary_row
 from telemetry_pipeline.delivery import idempotency_key
 from telemetry_pipeline.errors import TelemetryError
+from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, night_table, one_ahead
 from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, nightly_partitions, run_nights
 from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource
+
+
+def night_metadata(outcome: dict) -> dict:
+    """What one night's materialization shows: its own outcome, not that of the run's last night."""
+    return {
+        "outcome": outcome["outcome"],
+        "reason": outcome["reason"],
+        "destination": outcome.get("destination", "none"),
+        "http_status": outcome.get("http_status") or 0,
+        "attempts": outcome.get("attempts", 0),
+        "payload_bytes": outcome["payload_bytes"],
+        "payload_sha256": outcome["payload_sha256"],
+        "idempotency_key": outcome.get("idempotency_key", "none"),
+        "archived_body": outcome.get("archived_body", "none"),
+    }
+
+
+# Nothing is stored: each night's record is its own materialization's metadata.
+DELIVERY_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("night", "string", "the night, YYYY-MM-DD (UTC)"),
+    dg.TableColumn("outcome", "string", "sent, written to outbox, or not sent"),
+    dg.TableColumn("reason", "string", "why: the send decision, the opt-out or the gate that was closed"),
+    dg.TableColumn("destination", "string", "the collector's URL (no credentials) or the outbox file"),
+    dg.TableColumn("http_status", "int", "the collector's reply; 0 when nothing was posted"),
+    dg.TableColumn("attempts", "int", "tries within the run, retries included"),
+    dg.TableColumn("payload_bytes", "int", "size of the payload"),
+    dg.TableColumn("payload_sha256", "string", "SHA-256 of the payload, as frozen by night_summary"),
+    dg.TableColumn("idempotency_key", "string", "<installationId>:<night>, the same on every try"),
+    dg.TableColumn("archived_body", "string", "the archived copy of the body that was posted"),
+])
 
 
 @dg.asset(
@@ -16,23 +48,25 @@ from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeReso
     kinds={"python", "api"},
     partitions_def=nightly_partitions,
     backfill_policy=SINGLE_RUN,
-    ins={"night_summary": dg.AssetIn()},
+    ins={"night_summary": dg.AssetIn(dagster_type=NIGHTLY_TABLE)},  # many nights: read one at a time
     pool="phone_home",  # one sender at a time: two runs never send the same night together
+    metadata={"dagster/column_schema": DELIVERY_SCHEMA},
 )
 def phone_home_delivery(
     context: dg.AssetExecutionContext,
     codestream_config: CodeStreamConfigResource,
     phone_home: PhoneHomeResource,
-    night_summary: pa.Table,
+    night_summary: "pa.Table | NightlyTables",
 ) -> dg.MaterializeResult:
     """The night's payload delivered to the collector (or the outbox), or the stated reason it was not."""
     with failing_clearly():
         config = codestream_config.load()
-    summaries = {row["night"]: row for row in night_summary.to_pylist()}
     outcomes = []
-    for night in run_nights(context):  # oldest first
+    # Oldest first; the next night's summary is read while this one is delivered.
+    for night, (row, payload) in one_ahead(
+        run_nights(context), lambda night: summary_row(night_table(night_summary, night.isoformat()))
+    ):
         key = night.isoformat()
-        row = summaries[key]
         decision = gate.summary_gate(row, config.disable_phone_home)
         if decision.open:
             decision = gate.opted_out_history_gate(context.instance, key)
@@ -43,14 +77,15 @@ def phone_home_delivery(
         if not decision.open:
             context.log.info(f"night {key}: not sent: {decision.reason}")
             outcomes.append({**outcome, "outcome": "not sent", "reason": decision.reason})
+            context.add_asset_metadata(night_metadata(outcomes[-1]), partition_key=key)
             continue
         if row["send_reason"] != "phone home enabled":
             context.log.warning(f"night {key}: {row['send_reason']}")
-        payload = row["payload"].encode("utf-8")
         try:
             delivered = phone_home.deliver(config, night, payload)
         except TelemetryError as error:
             context.log.error(f"night {key}: {error}")
+            _materialize_nights_done(context, outcomes)
             raise dg.Failure(
                 description=str(error),
                 metadata={"night": key, "http_status": getattr(error, "status", None) or 0,
@@ -58,19 +93,38 @@ def phone_home_delivery(
                 allow_retries=False,
             ) from None
         context.log.info(f"night {key}: {delivered.outcome}: {delivered.destination}")
+        archived = None
+        if delivered.outcome == "sent":
+            try:
+                archived = archive.record_delivery(
+                    phone_home.archive(), config.installation_id, key, payload, delivered,
+                    sent_by=f"dagster run {context.run.run_id}",
+                )
+            except TelemetryError as error:
+                # Sent, but not provably: fail loudly; the sensor sends it again, same Idempotency-Key.
+                context.log.error(f"night {key}: sent, but not archived: {error}")
+                _materialize_nights_done(context, outcomes)
+                raise dg.Failure(
+                    description=f"night {key} was sent (HTTP {delivered.status}) but not archived: {error}",
+                    metadata={"night": key, "http_status": delivered.status or 0, "attempts": delivered.attempts},
+                    allow_retries=False,
+                ) from None
         outcomes.append({
             **outcome, "outcome": delivered.outcome, "reason": row["send_reason"],
             "destination": delivered.destination, "http_status": delivered.status,
             "attempts": delivered.attempts, "idempotency_key": idempotency_key(config.installation_id, key),
+            **({"archived_body": str(archived.body_path)} if archived else {}),
         })
-    last = outcomes[-1]
-    return dg.MaterializeResult(metadata={
-        "outcome": last["outcome"],
-        "reason": last["reason"],
-        "destination": last.get("destination", "none"),
-        "http_status": last.get("http_status") or 0,
-        "attempts": last.get("attempts", 0),
-        "payload_bytes": last["payload_bytes"],
-        "payload_sha256": last["payload_sha256"],
-        "nights": dg.MetadataValue.json(outcomes),
-    })
+        context.add_asset_metadata(night_metadata(outcomes[-1]), partition_key=key)
+    # Each night's own outcome was added above, per partition. No list of the run's nights here:
+    # it would be copied into every night's event, quadratic in the length of a backfill.
+    return dg.MaterializeResult(metadata={"nights_in_run": len(outcomes)})
+
+
+def _materialize_nights_done(context: dg.AssetExecutionContext, outcomes: list[dict]) -> None:
+    """Before a failure ends the run, the nights already handled are recorded as what they are."""
+    for outcome in outcomes:
+        context.log_event(dg.AssetMaterialization(
+            asset_key=context.asset_key, partition=outcome["night"],
+            metadata=night_metadata(outcome),
+        ))

@@ -1,15 +1,18 @@
 """Transform: the night's payload, with the plan-based email redaction applied."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, SpilledNights, night_table
 from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, nightly_partitions, run_nights
 from telemetry_pipeline.resources import CodeStreamConfigResource
-from telemetry_pipeline.rules.payload import build_night_summary, encode_payload, sha256_hex
-from telemetry_pipeline.rules.plans import is_free_plan
+from telemetry_pipeline.rules.payload import sha256_hex
+from telemetry_pipeline.rules.payload_columns import NightEncoder
+from telemetry_pipeline.rules.redaction import redaction_by_company
 
 NIGHT_SUMMARY_SCHEMA = pa.schema([
     ("night", pa.string()),
@@ -30,9 +33,58 @@ NIGHT_SUMMARY_SCHEMA = pa.schema([
     ("email_decisions", pa.string()),  # JSON: users per reason, never addresses
 ])
 
+# Redaction per company, in the summary's metadata: counts only, never an address.
+REDACTION_ROWS_SHOWN = 100
+REDACTION_SCHEMA = dg.TableSchema(columns=[
+    dg.TableColumn("company", "string"), dg.TableColumn("plan", "string"), dg.TableColumn("free", "bool"),
+    dg.TableColumn("users", "int"), dg.TableColumn("emails_included", "int"), dg.TableColumn("emails_withheld", "int"),
+])
 
-def _night_rows(table: pa.Table, night: str) -> list[dict]:
-    return table.filter(pc.equal(table["night"], night)).to_pylist()
+
+def summary_row(table: pa.Table) -> tuple[dict, bytes]:
+    """A night's summary row without its payload, and the payload's bytes straight from the column's
+    buffer (tens of megabytes on a large installation: no detour through a Python str)."""
+    payload = table["payload"].combine_chunks()
+    offsets = np.frombuffer(payload.buffers()[1], dtype=np.int32, count=2, offset=payload.offset * 4)
+    row = table.drop_columns(["payload"]).slice(0, 1).to_pylist()[0]
+    return row, payload.buffers()[2][int(offsets[0]):int(offsets[1])].to_pybytes()
+
+
+def _summary_fields(night: str, facts, encoded) -> dict:
+    """The night's summary row, but for the payload and its hash."""
+    return {
+        "night": night,
+        "installation_id": facts.installation_id,
+        "send": encoded.send.send,
+        "send_reason": encoded.send.reason,
+        "paid_companies": encoded.paid_companies,
+        "companies": encoded.companies,
+        "teams": encoded.teams,
+        "users": encoded.users,
+        "active_users": encoded.active_users,
+        "code_reviews": encoded.code_reviews,
+        "emails_included": encoded.emails_included,
+        "emails_withheld": encoded.emails_withheld,
+        "email_decisions": json.dumps(dict(sorted(encoded.email_reasons.items()))),
+    }
+
+
+def _finish_night(fields: dict, payload: bytes, spilled: SpilledNights | None) -> tuple[dict, pa.Table]:
+    """The night's hash and its one-row table, written to disk when the run has many nights."""
+    row = {**fields, "payload_sha256": sha256_hex(payload), "payload_bytes": len(payload)}
+    table = _summary_table(row, payload)
+    if spilled is not None:
+        spilled.add(row["night"], table)
+    return row, table
+
+
+def _summary_table(row: dict, payload: bytes) -> pa.Table:
+    """The night's one row; the payload's bytes become the column's buffer as they are, uncopied."""
+    offsets = np.array([0, len(payload)], dtype=np.int32)
+    payload_column = pa.StringArray.from_buffers(1, pa.py_buffer(offsets), pa.py_buffer(payload))
+    columns = {name: [row[name]] for name in NIGHT_SUMMARY_SCHEMA.names if name != "payload"}
+    return pa.table({**columns, "payload": payload_column}).select(NIGHT_SUMMARY_SCHEMA.names).cast(
+        NIGHT_SUMMARY_SCHEMA)
 
 
 @dg.asset(
@@ -42,6 +94,10 @@ def _night_rows(table: pa.Table, night: str) -> list[dict]:
     partitions_def=nightly_partitions,
     backfill_policy=SINGLE_RUN,
     io_manager_key="parquet_io_manager",
+    # Inputs and output of many nights come and go one night at a time (see io_manager.py).
+    ins={name: dg.AssetIn(dagster_type=NIGHTLY_TABLE)
+         for name in ("companies", "teams", "users", "user_activity", "code_reviews")},
+    dagster_type=NIGHTLY_TABLE,
     metadata={"dagster/column_schema": dg.TableSchema(
         columns=[dg.TableColumn(f.name, str(f.type)) for f in NIGHT_SUMMARY_SCHEMA]
     )},
@@ -49,58 +105,86 @@ def _night_rows(table: pa.Table, night: str) -> list[dict]:
 def night_summary(
     context: dg.AssetExecutionContext,
     codestream_config: CodeStreamConfigResource,
-    companies: pa.Table,
-    teams: pa.Table,
-    users: pa.Table,
-    user_activity: pa.Table,
-    code_reviews: pa.Table,
-) -> pa.Table:
+    companies: "pa.Table | NightlyTables",
+    teams: "pa.Table | NightlyTables",
+    users: "pa.Table | NightlyTables",
+    user_activity: "pa.Table | NightlyTables",
+    code_reviews: "pa.Table | NightlyTables",
+) -> "pa.Table | NightlyTables":
     """The night's phone-home payload, emails redacted by plan, and whether it may be sent."""
+    nights = run_nights(context)
+    # A night's payload of 100,000 users is tens of megabytes: many nights go to disk as they are built.
+    spilled = SpilledNights() if len(nights) > 1 else None
     with failing_clearly():
         facts = codestream_config.load().facts
-        rows = []
-        for night in run_nights(context):
-            key = night.isoformat()
-            night_companies = _night_rows(companies, key)
-            summary = build_night_summary(
-                night, facts, night_companies, _night_rows(teams, key), _night_rows(users, key),
-                _night_rows(user_activity, key), _night_rows(code_reviews, key),
-            )
-            payload = encode_payload(summary.payload)
-            rows.append({
-                "night": key,
-                "installation_id": facts.installation_id,
-                "payload": payload.decode("utf-8"),
-                "payload_sha256": sha256_hex(payload),
-                "payload_bytes": len(payload),
-                "send": summary.send.send,
-                "send_reason": summary.send.reason,
-                "paid_companies": sum(1 for c in night_companies if not is_free_plan(c["plan"])),
-                "companies": len(summary.payload["companies"]),
-                "teams": len(summary.payload["teams"]),
-                "users": len(summary.payload["users"]),
-                "active_users": sum(1 for u in summary.payload["users"]
-                                    if u["codemarks"] + u["codemarksInReviews"] + u["reviews"] + u["replies"]),
-                "code_reviews": len(summary.payload["codeReviews"]),
-                "emails_included": summary.emails_included,
-                "emails_withheld": summary.emails_withheld,
-                "email_decisions": json.dumps(dict(sorted(summary.email_reasons.items()))),
-            })
+        encoder = NightEncoder(facts)  # night after night, reusing what did not change
+        rows, finishing = [], None
+        # While a night is encoded, the night before is hashed and written in another thread.
+        with ThreadPoolExecutor(max_workers=1) as finisher:
+            for night in nights:
+                encoded = encoder.encode(night, *(night_table(t, night.isoformat()) for t in (
+                    companies, teams, users, user_activity, code_reviews)))
+                if finishing is not None:
+                    rows.append(finishing.result()[0])
+                finishing = finisher.submit(_finish_night, _summary_fields(night.isoformat(), facts, encoded),
+                                            encoded.payload, spilled)
+            row, table = finishing.result()
+            rows.append(row)
     last = rows[-1]
+    by_company = redaction_by_company(*(  # the last night's
+        night_table(t, last["night"]).select(columns).to_pylist()
+        for t, columns in ((companies, ["id", "plan"]), (teams, ["id", "company_id"]), (users, ["id", "team_ids"]))))
     context.add_output_metadata({
         "nights": len(rows),
-        "companies": last["companies"],
-        "teams": last["teams"],
-        "users": last["users"],
-        "active_users": last["active_users"],
-        "emails_included": last["emails_included"],
-        "emails_withheld": last["emails_withheld"],
-        "code_reviews": last["code_reviews"],
-        "payload_bytes": last["payload_bytes"],
-        "payload_sha256": last["payload_sha256"],
-        "send": last["send"],
-        "send_reason": last["send_reason"],
-        "paid_companies": last["paid_companies"],
-        "email_decisions": last["email_decisions"],
+        **night_metadata(last),
+        "redaction_by_company": dg.MetadataValue.table(
+            records=[dg.TableRecord(row) for row in by_company[:REDACTION_ROWS_SHOWN]], schema=REDACTION_SCHEMA
+        ),
+        "redaction_companies_not_shown": max(0, len(by_company) - REDACTION_ROWS_SHOWN),
     })
-    return pa.Table.from_pylist(rows, schema=NIGHT_SUMMARY_SCHEMA)
+    if len(rows) > 1:  # a backfill: each night shows its own figures, so the UI plots them night by night
+        for row in rows:
+            context.add_asset_metadata(night_metadata(row), partition_key=row["night"])
+    return spilled.tables() if spilled is not None else table
+
+
+NUMERIC_METADATA = (
+    "companies", "paid_companies", "teams", "users", "active_users", "emails_included", "emails_withheld",
+    "code_reviews", "payload_bytes",
+)
+
+
+def night_metadata(row: dict) -> dict:
+    """One night's metadata: plain numbers (the UI plots them), the send decision, a Markdown summary."""
+    return {
+        **{name: int(row[name]) for name in NUMERIC_METADATA},
+        "payload_sha256": row["payload_sha256"],
+        "send": bool(row["send"]),
+        "send_reason": row["send_reason"],
+        "email_decisions": row["email_decisions"],
+        "summary": dg.MetadataValue.md(night_markdown(row)),
+    }
+
+
+def night_markdown(row: dict) -> str:
+    """The night at a glance: counts and reasons only, never an address or a name."""
+    lines = [
+        f"### Night {row['night']}",
+        "",
+        "| | |",
+        "| --- | ---: |",
+        f"| companies | {row['companies']:,} ({row['paid_companies']:,} on a paid plan) |",
+        f"| teams | {row['teams']:,} |",
+        f"| users | {row['users']:,} ({row['active_users']:,} active during the night) |",
+        f"| emails included | {row['emails_included']:,} |",
+        f"| emails withheld | {row['emails_withheld']:,} |",
+        f"| code reviews | {row['code_reviews']:,} |",
+        f"| payload | {row['payload_bytes']:,} bytes, sha256 `{row['payload_sha256'][:16]}` |",
+        "",
+        f"**{'May be sent' if row['send'] else 'Not sent'}:** {row['send_reason']}.",
+    ]
+    decisions = json.loads(row["email_decisions"])
+    if decisions:
+        lines += ["", "Users per email decision:", ""]
+        lines += [f"- {count:,} {reason}" for reason, count in decisions.items()]
+    return "\n".join(lines)

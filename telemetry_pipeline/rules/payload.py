@@ -14,21 +14,106 @@ from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.nights import night_bounds_ms
 from telemetry_pipeline.rules.plans import EMAIL_INCLUDED, SendDecision, email_decision, opt_out_decision
 
-PAYLOAD_KEYS = (
-    "date", "installationId", "installationVersion", "outboundEmailEnabled",
-    "slackInteractiveComponentsEnabled", "integrations", "companies", "teams", "users", "codeReviews",
+@dataclass(frozen=True)
+class PayloadField:
+    """One key of the payload: the single source of its order here and of docs/WHAT_IS_SENT.md."""
+
+    key: str
+    type: str  # as it appears in the JSON; "time" is an ISO-8601 UTC string with milliseconds
+    meaning: str
+    columns: tuple[str, ...] = ()  # "table.column" of contract section 3 the value is read from
+    config_key: str | None = None  # or the key of the CodeStream configuration file
+    rule: str = ""  # how the value is made from its source, when it is not copied as it is
+    items: tuple[PayloadField, ...] = ()  # the keys of each object of a list
+
+
+_POSTS_OF_NIGHT = ("posts.creator_id", "posts.created_at", "posts.codemark_id", "posts.review_id")
+
+COMPANY_FIELDS = (
+    PayloadField("id", "string", "the company's id", ("companies.id",)),
+    PayloadField("name", "string", "the company's name", ("companies.name",)),
+    PayloadField("isDeactivated", "boolean", "whether the company is deactivated", ("companies.deactivated",)),
+    PayloadField("createdAt", "time", "when the company was created", ("companies.created_at",)),
+    PayloadField("creatorId", "string or null", "the id of the user who created it", ("companies.creator_id",)),
+    PayloadField("plan", "string or null", "the company's plan; it decides email redaction and the opt-out",
+                 ("companies.plan",), rule="as stored; null stays null"),
 )
-COMPANY_KEYS = ("id", "name", "isDeactivated", "createdAt", "creatorId", "plan")
-TEAM_KEYS = (
-    "id", "name", "companyId", "isDeactivated", "createdAt", "creatorId", "liveView",
-    "codeReviewApproval", "codeReviewAssignment",
+TEAM_FIELDS = (
+    PayloadField("id", "string", "the team's id", ("teams.id",)),
+    PayloadField("name", "string", "the team's name", ("teams.name",)),
+    PayloadField("companyId", "string", "the id of the team's company", ("teams.company_id",)),
+    PayloadField("isDeactivated", "boolean", "whether the team is deactivated", ("teams.deactivated",)),
+    PayloadField("createdAt", "time", "when the team was created", ("teams.created_at",)),
+    PayloadField("creatorId", "string or null", "the id of the user who created it", ("teams.creator_id",)),
+    PayloadField("liveView", "string", "the team setting `xray` (live view)", ("teams.live_view",)),
+    PayloadField("codeReviewApproval", "string", "the team's code review approval setting",
+                 ("teams.review_approval",)),
+    PayloadField("codeReviewAssignment", "string", "the team's code review assignment setting",
+                 ("teams.review_assignment",)),
 )
-USER_KEYS = (
-    "id", "email", "isRegistered", "isDeactivated", "isAdmin", "registeredAt", "joinMethod",
-    "lastLogin", "lastOrigin", "lastOriginDetail", "codemarks", "codemarksInReviews", "reviews",
-    "replies",
+USER_FIELDS = (
+    PayloadField("id", "string", "the user's id", ("users.id",)),
+    PayloadField("email", "string or null", "the user's email address, only for users of free companies",
+                 ("users.email", "team_members.team_id", "teams.company_id", "companies.plan"),
+                 rule="present only when the email redaction rule below includes it; the key is absent otherwise"),
+    PayloadField("isRegistered", "boolean", "whether the user has registered", ("users.is_registered",)),
+    PayloadField("isDeactivated", "boolean", "whether the user is deactivated", ("users.deactivated",)),
+    PayloadField("isAdmin", "boolean", "whether the user is an admin of at least one team",
+                 ("team_members.is_admin",), rule="true when any of the user's memberships is an admin's"),
+    PayloadField("registeredAt", "time or null", "when the user registered", ("users.registered_at",)),
+    PayloadField("joinMethod", "string or null", "how the user joined", ("users.join_method",)),
+    PayloadField("lastLogin", "time or null", "when the user last logged in", ("users.last_login",)),
+    PayloadField("lastOrigin", "string or null", "the client of the last login (IDE plugin)",
+                 ("users.last_origin",)),
+    PayloadField("lastOriginDetail", "string or null", "details of that client", ("users.last_origin_detail",)),
+    PayloadField("codemarks", "integer", "codemarks the user created during the night, outside reviews",
+                 (*_POSTS_OF_NIGHT, "codemarks.review_id"),
+                 rule="posts with a codemark_id and no review_id whose codemark exists and has no review_id"),
+    PayloadField("codemarksInReviews", "integer", "codemarks the user created during the night inside reviews",
+                 (*_POSTS_OF_NIGHT, "codemarks.review_id"),
+                 rule="posts with a codemark_id and no review_id whose codemark has a review_id"),
+    PayloadField("reviews", "integer", "code review posts the user created during the night", _POSTS_OF_NIGHT,
+                 rule="posts with a review_id"),
+    PayloadField("replies", "integer", "other posts (replies) the user created during the night", _POSTS_OF_NIGHT,
+                 rule="posts with neither a codemark_id nor a review_id"),
 )
-CODE_REVIEW_KEYS = ("teamId", "reviewId", "createdAt", "approvedAt")
+CODE_REVIEW_FIELDS = (
+    PayloadField("teamId", "string", "the id of the review's team", ("reviews.team_id",)),
+    PayloadField("reviewId", "string", "the review's id", ("reviews.id",)),
+    PayloadField("createdAt", "time", "when the review was created", ("reviews.created_at",)),
+    PayloadField("approvedAt", "time or null", "when the review was approved", ("reviews.approved_at",)),
+)
+PAYLOAD_FIELDS = (
+    PayloadField("date", "string", "the night reported on, `YYYY-MM-DD` (a UTC calendar day)",
+                 rule="the night's partition key"),
+    PayloadField("installationId", "string", "identifies the installation", config_key="apiServer.installationId"),
+    PayloadField("installationVersion", "string", "the installed CodeStream version",
+                 config_key="onprem.installationVersion", rule='`"N/A"` when the key is absent'),
+    PayloadField("outboundEmailEnabled", "boolean", "whether the installation sends email",
+                 config_key="email.suppressEmails", rule="its negation; an absent key counts as suppressed"),
+    PayloadField("slackInteractiveComponentsEnabled", "boolean", "whether Slack interactive components are on",
+                 config_key="slack.interactiveComponentsEnabled", rule="`false` when the key is absent"),
+    PayloadField("integrations", "array of strings", "the integrations configured (GitHub, Jira, Slack, ...)",
+                 ("provider_tokens.provider", "provider_tokens.has_access_token", "users.created_at"),
+                 rule="sorted distinct providers of credentials with an access token, of users that exist"
+                      " by the end of the night"),
+    PayloadField("companies", "array of objects", "the companies", ("companies.created_at",),
+                 rule="those created before the end of the night, sorted by id", items=COMPANY_FIELDS),
+    PayloadField("teams", "array of objects", "the teams", ("teams.created_at",),
+                 rule="those created before the end of the night, sorted by id", items=TEAM_FIELDS),
+    PayloadField("users", "array of objects", "the users and what each did during the night",
+                 ("users.created_at",), rule="those created before the end of the night, sorted by id",
+                 items=USER_FIELDS),
+    PayloadField("codeReviews", "array of objects", "the code reviews of the night",
+                 ("reviews.created_at", "reviews.approved_at"),
+                 rule="those created or approved during the night, sorted by reviewId", items=CODE_REVIEW_FIELDS),
+)
+
+PAYLOAD_KEYS = tuple(f.key for f in PAYLOAD_FIELDS)
+COMPANY_KEYS = tuple(f.key for f in COMPANY_FIELDS)
+TEAM_KEYS = tuple(f.key for f in TEAM_FIELDS)
+USER_KEYS = tuple(f.key for f in USER_FIELDS)
+CODE_REVIEW_KEYS = tuple(f.key for f in CODE_REVIEW_FIELDS)
 
 # A team setting left NULL in the database is sent as CodeStream's default.
 TEAM_SETTING_DEFAULTS = {"live_view": "on", "review_approval": "user", "review_assignment": "authorship2"}

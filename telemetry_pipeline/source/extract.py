@@ -9,8 +9,8 @@ against the contract (NOT NULL columns, unique keys) before anything is built fr
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -82,14 +82,27 @@ def column_or_none(table: str, name: str):
 
 
 def _per_night(rows: pa.Table, nights: list[dt.date], *, created_by_night_end: bool) -> pa.Table:
-    """One copy of a snapshot table per night, tagged with it (optionally only rows existing by then)."""
+    """One copy of a snapshot table per night, tagged with it (optionally only rows existing by then).
+
+    The copies share the snapshot's memory: sorted by created_at, the rows existing by a night's
+    end are a prefix, a slice rather than a copy, so a backfill of a year holds the snapshot once.
+    """
+    rows = rows.combine_chunks()
+    if created_by_night_end:
+        rows = rows.take(pc.sort_indices(rows["created_at"]))
+        created = rows["created_at"].to_numpy()
     parts = []
     for night in nights:
-        part = rows
-        if created_by_night_end:
-            part = rows.filter(pc.less(rows["created_at"], night_bounds_ms(night)[1]))
-        parts.append(part.add_column(0, NIGHT, pa.array([night.isoformat()] * part.num_rows, pa.string())))
+        count = int(np.searchsorted(created, night_bounds_ms(night)[1])) if created_by_night_end else rows.num_rows
+        parts.append(rows.slice(0, count).add_column(0, NIGHT, _repeated(night.isoformat(), count)))
     return pa.concat_tables(parts)
+
+
+def _repeated(text: str, count: int) -> pa.Array:
+    """``count`` times the same string, built from buffers instead of a Python list."""
+    data = text.encode("utf-8")
+    offsets = np.arange(count + 1, dtype=np.int32) * len(data)
+    return pa.StringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data * count))
 
 
 def extract_companies(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
@@ -136,23 +149,29 @@ def extract_users(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
         if (row := first_null_row(tokens, name, None)) is not None:
             raise TelemetryError(f"table provider_tokens: column {name} is NULL in row {row}")
 
-    team_ids: dict[str, list[str]] = defaultdict(list)
-    admins: set[str] = set()
-    for team_id, user_id, is_admin in zip(*(members[c].to_pylist() for c in ("team_id", "user_id", "is_admin"))):
-        team_ids[user_id].append(team_id)
-        if is_admin:
-            admins.add(user_id)
-    providers: dict[str, set[str]] = defaultdict(set)
-    for user_id, provider in zip(tokens["user_id"].to_pylist(), tokens["provider"].to_pylist()):
-        providers[user_id].add(provider)
-
-    ids = users["id"].to_pylist()
+    ids = users["id"]
+    admins = members.filter(members["is_admin"])["user_id"]
     users = (
-        users.append_column("is_admin", pa.array([i in admins for i in ids], pa.bool_()))
-        .append_column("team_ids", pa.array([sorted(team_ids.get(i, ())) for i in ids], pa.list_(pa.string())))
-        .append_column("providers", pa.array([sorted(providers.get(i, ())) for i in ids], pa.list_(pa.string())))
+        users.append_column("is_admin", pc.is_in(ids, value_set=admins))
+        .append_column("team_ids", _sorted_lists(ids, members["user_id"], members["team_id"], distinct=False))
+        .append_column("providers", _sorted_lists(ids, tokens["user_id"], tokens["provider"], distinct=True))
     )
     return _per_night(users, nights, created_by_night_end=True).cast(USERS_SCHEMA)
+
+
+def _sorted_lists(ids: pa.ChunkedArray, owners: pa.ChunkedArray, values: pa.ChunkedArray, *,
+                  distinct: bool) -> pa.ListArray:
+    """For each of ``ids``, the ``values`` whose owner it is, sorted by code point; empty when none."""
+    pairs = pa.table({"owner": owners, "value": values})
+    if distinct:
+        pairs = pairs.group_by(["owner", "value"], use_threads=False).aggregate([])
+    position = pc.index_in(pairs["owner"], value_set=ids)
+    pairs = pairs.append_column("position", position).filter(pc.is_valid(position))
+    # Arrow orders strings by their UTF-8 bytes, which is code point order.
+    pairs = pairs.sort_by([("position", "ascending"), ("value", "ascending")])
+    counts = np.bincount(pairs["position"].to_numpy(), minlength=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pairs["value"].combine_chunks().cast(pa.string()))
 
 
 def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
@@ -160,8 +179,33 @@ def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Ta
     window = _window(nights)
     conn.refuse_bad_values("reviews", "created_at")
     conn.refuse_bad_values("reviews", "approved_at")
-    rows = conn.fetch(
-        """
+    # The UNION below would fold two identical rows of one id into one: find them first
+    # (unless the database's own primary key rules them out).
+    if not conn.enforces_unique("reviews", ("id",)):
+        repeated = conn.fetch(
+            "SELECT id FROM reviews WHERE (created_at >= :start AND created_at < :end)"
+            " OR (approved_at >= :start AND approved_at < :end) GROUP BY id HAVING COUNT(*) > 1 LIMIT 1",
+            window, pa.schema([("id", pa.string())]), table="reviews",
+        )
+        if repeated.num_rows:
+            raise TelemetryError(f"table reviews: duplicate primary key id={repeated['id'][0].as_py()!r}")
+    # One query per night, as for the activity: each night's rows, checks and memory are its own.
+    parts = []
+    for night in nights:
+        rows = conn.fetch(REVIEWS_SQL, _window([night]), _REVIEWS_FETCHED, table="reviews")
+        for name in ("review_id", "team_id", "created_at"):
+            if (row := first_null_row(rows, name, "review_id")) is not None:
+                source_name = "id" if name == "review_id" else name
+                raise TelemetryError(f"table reviews: column {source_name} is NULL in row id={row!r}")
+        counts = rows.group_by(["night_index", "review_id"]).aggregate([([], "count_all")])
+        repeated = counts.filter(pc.greater(counts["count_all"], 1))
+        if repeated.num_rows:
+            raise TelemetryError(f"table reviews: duplicate primary key id={repeated['review_id'][0].as_py()!r}")
+        parts.append(_with_night_names(rows, [night], CODE_REVIEWS_SCHEMA))
+    return pa.concat_tables(parts)
+
+
+REVIEWS_SQL = """
         SELECT night_index, id, team_id, created_at, approved_at FROM (
           SELECT (created_at - :start) / 86400000 AS night_index, id, team_id, created_at, approved_at
           FROM reviews WHERE created_at >= :start AND created_at < :end
@@ -169,30 +213,25 @@ def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Ta
           SELECT (approved_at - :start) / 86400000 AS night_index, id, team_id, created_at, approved_at
           FROM reviews WHERE approved_at >= :start AND approved_at < :end
         ) AS night_reviews
-        """,
-        window,
-        pa.schema([("night_index", pa.int64()), ("review_id", pa.string()), ("team_id", pa.string()),
-                   ("created_at", pa.int64()), ("approved_at", pa.int64())]),
-        table="reviews",
-    )
-    for name in ("review_id", "team_id", "created_at"):
-        if (row := first_null_row(rows, name, "review_id")) is not None:
-            source_name = "id" if name == "review_id" else name
-            raise TelemetryError(f"table reviews: column {source_name} is NULL in row id={row!r}")
-    counts = rows.group_by(["night_index", "review_id"]).aggregate([([], "count_all")])
-    repeated = counts.filter(pc.greater(counts["count_all"], 1))
-    if repeated.num_rows:
-        raise TelemetryError(f"table reviews: duplicate primary key id={repeated['review_id'][0].as_py()!r}")
-    return _with_night_names(rows, nights, CODE_REVIEWS_SCHEMA)
+        """
+_REVIEWS_FETCHED = pa.schema([("night_index", pa.int64()), ("review_id", pa.string()), ("team_id", pa.string()),
+                              ("created_at", pa.int64()), ("approved_at", pa.int64())])
 
 
 def extract_user_activity(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
     """Per user and night, the posts created that night counted as contract section 5 says."""
-    window = _window(nights)
     conn.refuse_bad_values("posts", "created_at")
-    _refuse_offending_posts(conn, window)
-    rows = conn.fetch(
-        """
+    _refuse_offending_posts(conn, _window(nights))
+    # One query per night: each counts its own night's posts, looking each codemark up through
+    # its primary key, and sorts them in memory. One query over a year would join every post
+    # with every codemark and spill its sort to disk: no faster, and its memory grows with the year.
+    conn.tune_for_night_queries()
+    parts = [_with_night_names(conn.fetch(ACTIVITY_SQL, _window([night]), _ACTIVITY_FETCHED, table="posts"),
+                               [night], USER_ACTIVITY_SCHEMA) for night in nights]
+    return pa.concat_tables(parts)
+
+
+ACTIVITY_SQL = """
         SELECT (p.created_at - :start) / 86400000 AS night_index, p.creator_id,
           SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NOT NULL
                     AND c.id IS NOT NULL AND c.review_id IS NULL THEN 1 ELSE 0 END),
@@ -203,29 +242,26 @@ def extract_user_activity(conn: SourceConnection, nights: list[dt.date]) -> pa.T
         FROM posts p LEFT JOIN codemarks c ON c.id = p.codemark_id
         WHERE p.created_at >= :start AND p.created_at < :end
         GROUP BY 1, 2
-        """,
-        window,
-        pa.schema([("night_index", pa.int64()), ("user_id", pa.string())]
-                  + [(n, pa.int64()) for n in ACTIVITY_COUNTS]),
-        table="posts",
-    )
-    return _with_night_names(rows, nights, USER_ACTIVITY_SCHEMA)
+        """
+_ACTIVITY_FETCHED = pa.schema([("night_index", pa.int64()), ("user_id", pa.string())]
+                              + [(n, pa.int64()) for n in ACTIVITY_COUNTS])
 
 
 def _refuse_offending_posts(conn: SourceConnection, window: dict[str, int]) -> None:
     """The night's posts are counted in SQL, so their contract is checked in SQL too."""
     in_window = "created_at >= :start AND created_at < :end"
+    # What the database's own NOT NULL and primary keys rule out is not looked for again.
     probes = [
-        (f"SELECT id FROM posts WHERE {in_window} AND creator_id IS NULL",
-         "table posts: column creator_id is NULL in row id={!r}"),
-        (f"SELECT id FROM posts WHERE {in_window} AND team_id IS NULL",
-         "table posts: column team_id is NULL in row id={!r}"),
-        (f"SELECT id FROM posts WHERE {in_window} GROUP BY id HAVING COUNT(*) > 1",
-         "table posts: duplicate primary key id={!r}"),
-        (f"SELECT id FROM codemarks WHERE id IN (SELECT codemark_id FROM posts WHERE {in_window})"
-         " GROUP BY id HAVING COUNT(*) > 1",
-         "table codemarks: duplicate primary key id={!r}"),
+        (f"SELECT id FROM posts WHERE {in_window} AND {name} IS NULL",
+         f"table posts: column {name} is NULL in row id={{!r}}")
+        for name in ("creator_id", "team_id") if not conn.enforces_not_null("posts", name)
     ]
+    if not conn.enforces_unique("posts", ("id",)):
+        probes.append((f"SELECT id FROM posts WHERE {in_window} GROUP BY id HAVING COUNT(*) > 1",
+                       "table posts: duplicate primary key id={!r}"))
+    if not conn.enforces_unique("codemarks", ("id",)):
+        probes.append((f"SELECT id FROM codemarks WHERE id IN (SELECT codemark_id FROM posts WHERE {in_window})"
+                       " GROUP BY id HAVING COUNT(*) > 1", "table codemarks: duplicate primary key id={!r}"))
     for sql, message in probes:
         found = conn.fetch(sql + " LIMIT 1", window, pa.schema([("id", pa.string())]), table="posts")
         if found.num_rows:
