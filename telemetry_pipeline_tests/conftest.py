@@ -44,16 +44,22 @@ def postgres_database():
         admin.close()
 
 
-@pytest.fixture
-def postgres_url(postgres_database):
-    """A fresh schema in the session's database, selected through the URL's search_path."""
+def new_postgres_schema(database_url: str) -> str:
+    """A fresh schema in ``database_url``'s database, selected through the returned URL's search_path."""
     import psycopg2
 
     schema = f"s_{uuid.uuid4().hex[:12]}"
-    with psycopg2.connect(postgres_database) as db, db.cursor() as cursor:
+    db = psycopg2.connect(database_url)
+    with db, db.cursor() as cursor:
         cursor.execute(f"CREATE SCHEMA {schema}")
     db.close()
-    return f"{postgres_database}?options=-csearch_path%3D{schema}"
+    return f"{database_url}?options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def postgres_url(postgres_database):
+    """A fresh schema in the session's database."""
+    return new_postgres_schema(postgres_database)
 
 
 @dataclass

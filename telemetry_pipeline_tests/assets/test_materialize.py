@@ -6,7 +6,6 @@ The oracle is contract section 6; "the bytes preview produces" are those of
 
 import json
 import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -26,6 +25,7 @@ from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeReso
 from telemetry_pipeline.rules.payload import encode_payload, payload_key_problems, sha256_hex
 from telemetry_pipeline.source.database import SourceDatabase
 from telemetry_pipeline.nights import parse_night
+from telemetry_pipeline_tests.conftest import new_postgres_schema
 from telemetry_pipeline_tests.installation import Installation, at, write_config
 
 A, D, C = "2024-02-28", "2024-02-29", "2024-03-01"
@@ -68,15 +68,6 @@ def free_installation() -> Installation:
     return i
 
 
-def _postgres_schema(postgres_database: str) -> str:
-    import psycopg2
-
-    schema = f"s_{uuid.uuid4().hex[:12]}"
-    db = psycopg2.connect(postgres_database)
-    with db, db.cursor() as cursor:
-        cursor.execute(f"CREATE SCHEMA {schema}")
-    db.close()
-    return f"{postgres_database}?options=-csearch_path%3D{schema}"
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -87,7 +78,7 @@ def sources(request, tmp_path_factory):
         if request.param == "sqlite":
             urls[name] = build().write_sqlite(tmp_path_factory.mktemp(name) / "codestream.db")
         else:
-            urls[name] = build().write_postgres(_postgres_schema(request.getfixturevalue("postgres_database")))
+            urls[name] = build().write_postgres(new_postgres_schema(request.getfixturevalue("postgres_database")))
     return urls
 
 
