@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.nights import night_bounds_ms
 from telemetry_pipeline.source.database import SourceConnection, first_null_row
-from telemetry_pipeline.source.schema import column
+from telemetry_pipeline.source.schema import SOURCE_TABLES, column
 
 NIGHT = pa.field("night", pa.string(), nullable=False)
 
@@ -61,9 +61,8 @@ def _window(nights: list[dt.date]) -> dict[str, int]:
 def _check_rows(rows: pa.Table, table: str, key: tuple[str, ...] = ("id",)) -> None:
     """NULL in a NOT NULL column, or a repeated primary key: name table, column and row."""
     id_column = key[0] if key[0] in rows.column_names else None
-    for name in rows.column_names:
-        if name in ("night",) or column_or_none(table, name) is None or column(table, name).nullable:
-            continue
+    required = {c.name for c in SOURCE_TABLES[table] if not c.nullable}
+    for name in (n for n in rows.column_names if n in required):
         row = first_null_row(rows, name, id_column)
         if row is not None:
             raise TelemetryError(f"table {table}: column {name} is NULL in row {id_column or 'row'}={row!r}")
@@ -72,13 +71,6 @@ def _check_rows(rows: pa.Table, table: str, key: tuple[str, ...] = ("id",)) -> N
     if repeated.num_rows:
         value = ", ".join(f"{k}={repeated[k][0].as_py()!r}" for k in key)
         raise TelemetryError(f"table {table}: duplicate primary key {value}")
-
-
-def column_or_none(table: str, name: str):
-    try:
-        return column(table, name)
-    except StopIteration:
-        return None
 
 
 def _per_night(rows: pa.Table, nights: list[dt.date], *, created_by_night_end: bool) -> pa.Table:
