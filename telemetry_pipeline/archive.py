@@ -29,7 +29,7 @@ from telemetry_pipeline.rules.payload import sha256_hex
 RECEIPT_SUFFIX = ".receipt.json"
 
 
-def request_body(payload: bytes) -> bytes:
+def request_body(payload: bytes | memoryview) -> bytes:
     """The body ``delivery.post_payload`` sends for ``payload``: a JSON array holding it."""
     return b"[" + payload + b"]"
 
@@ -85,7 +85,7 @@ def receipt_path(folder: Path, installation_id: str, night: str) -> Path:
 
 
 def record_delivery(
-    folder: str | os.PathLike, installation_id: str, night: str, payload: bytes, delivery: Delivery,
+    folder: str | os.PathLike, installation_id: str, night: str, payload: bytes | memoryview, delivery: Delivery,
     sent_by: str, sent_at: str | None = None,
 ) -> ArchivedNight:
     """Keep the body that was just delivered and add its receipt; returns the night's entry."""

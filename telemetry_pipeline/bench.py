@@ -294,7 +294,12 @@ def _measure_extract(first: str, last: str, workdir: str) -> dict:
     """The five extract functions for the nights, and the very same queries fetched bare (ADBC
     to Arrow, nothing else); each twice, the second time counted (warm cache)."""
     from telemetry_pipeline.source import extract
-    from telemetry_pipeline.source.database import SourceConnection, SourceDatabase, _bind
+    from telemetry_pipeline.source.database import (
+        POSTGRESQL_SESSION_SETTINGS,
+        SourceConnection,
+        SourceDatabase,
+        _bind,
+    )
 
     nights = _nights(first, last)
     database = SourceDatabase(os.environ["TELEMETRY_SOURCE_URL"])
@@ -326,8 +331,8 @@ def _measure_extract(first: str, last: str, workdir: str) -> dict:
             connection = adbc_postgresql.connect(database._url)
             cursor = connection.cursor()
             # The same session settings as the extraction, so the same plans.
-            cursor.execute("SET random_page_cost = 1.1")
-            cursor.execute("SET work_mem = '64MB'")
+            for setting in POSTGRESQL_SESSION_SETTINGS:
+                cursor.execute(setting)
             for sql, params in queries:
                 text, values = _bind(sql, params, "$")
                 cursor.execute(text, parameters=values or None)

@@ -138,7 +138,7 @@ def check_collector_url(base_url: str, allow_plain_http: bool = False) -> None:
 
 
 def post_payload(
-    base_url: str, phone_home_key: str, installation_id: str, night: str, payload: bytes,
+    base_url: str, phone_home_key: str, installation_id: str, night: str, payload: bytes | memoryview,
     settings: RetrySettings = RetrySettings(), *, allow_plain_http: bool = False,
 ) -> Delivery:
     """POST ``[payload]`` to ``{base_url}/phone-home``; a 2xx reply is success, anything else raises."""
@@ -249,7 +249,8 @@ def outbox_path(outbox_dir: str | os.PathLike, installation_id: str, night: str)
     return Path(outbox_dir) / name
 
 
-def write_to_outbox(outbox_dir: str | os.PathLike, installation_id: str, night: str, payload: bytes) -> Delivery:
+def write_to_outbox(outbox_dir: str | os.PathLike, installation_id: str, night: str,
+                    payload: bytes | memoryview) -> Delivery:
     """Offline mode: the payload, as it would be sent, in ``<installationId>_<D>.json`` (mode 0600)."""
     target = outbox_path(outbox_dir, installation_id, night)
     try:

@@ -29,12 +29,10 @@ def _extract_asset(schema: pa.Schema, source_tables: list[str]):
         )
         def _asset(context: dg.AssetExecutionContext, source_database: SourceDatabaseResource) -> pa.Table:
             nights = run_nights(context)
-            with failing_clearly():
-                database = source_database.database()
-                with database.connect() as conn:
-                    conn.check_tables(source_tables)
-                    table = fn(conn, nights)
-            context.add_output_metadata({"dagster/row_count": table.num_rows, "source": database.display})
+            with failing_clearly(), source_database.connection() as conn:
+                conn.check_tables(source_tables)
+                table = fn(conn, nights)
+            context.add_output_metadata({"dagster/row_count": table.num_rows, "source": conn.database.display})
             if len(nights) > 1:  # a backfill: each night shows its own row count, so the UI plots them
                 counts = table.group_by("night").aggregate([([], "count_all")]).to_pydict()
                 per_night = dict(zip(counts["night"], counts["count_all"]))

@@ -14,6 +14,7 @@ slow one would.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,35 +59,47 @@ _USER_HEAD = r'^(?P<id>"(?:[^"\\]|\\.)*")(?P<email>,"email":)?'
 @dataclass(frozen=True)
 class PayloadScan:
     key_problems: list[str]
-    emailed_user_ids: list[str]  # users whose object has an email key, in payload order
+    emailed_user_ids: pa.Array  # string: users whose object has an email key, in payload order
 
 
-def scan_payload(payload: bytes) -> PayloadScan:
-    """The payload's key problems (none when it is exactly the contract's) and its emailed users."""
-    text = _as_string_array(payload)
-    if pc.match_substring_regex(text, COMPACT_PAYLOAD)[0].as_py():
-        return PayloadScan([], _emailed_users_of_compact(payload))
+def scan_payload(payload: bytes | pa.Buffer) -> PayloadScan:
+    """The payload's key problems (none when it is exactly the contract's) and its emailed users.
+
+    ``payload`` may be an Arrow buffer (the summary column's own memory): a large night's payload
+    is read where it lies, not copied."""
+    buffer = pa.py_buffer(payload)
+    text = _as_string_array(buffer)
+    # The emailed users are read off the text while it is matched (both release the GIL); they
+    # are used only if the payload matches, which makes reading them that way sound.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        emailed = pool.submit(_emailed_users_of_compact, text, buffer)
+        compact = pc.match_substring_regex(text, COMPACT_PAYLOAD)[0].as_py()
+        if compact:
+            return PayloadScan([], emailed.result())
     try:
-        document = json.loads(payload)
+        document = json.loads(buffer.to_pybytes())
     except ValueError as error:
-        return PayloadScan([f"the payload is not JSON: {error}"], [])
+        return PayloadScan([f"the payload is not JSON: {error}"], pa.array([], pa.string()))
     users = document.get("users") if isinstance(document, dict) else None
-    emailed = [u.get("id") for u in users if isinstance(u, dict) and "email" in u] if isinstance(users, list) else []
-    return PayloadScan(payload_key_problems(document), emailed)
+    ids = [u.get("id") for u in users if isinstance(u, dict) and "email" in u] if isinstance(users, list) else []
+    # An id that is not a string still names a user carrying an email: kept, as its JSON text.
+    return PayloadScan(payload_key_problems(document),
+                       pa.array([i if isinstance(i, str) else json.dumps(i) for i in ids], pa.string()))
 
 
-def _as_string_array(data: bytes) -> pa.StringArray:
-    return pa.StringArray.from_buffers(1, pa.py_buffer(np.array([0, len(data)], dtype=np.int32)), pa.py_buffer(data))
+def _as_string_array(data: pa.Buffer) -> pa.StringArray:
+    return pa.StringArray.from_buffers(1, pa.py_buffer(np.array([0, data.size], dtype=np.int32)), data)
 
 
-def _emailed_users_of_compact(payload: bytes) -> list[str]:
+def _emailed_users_of_compact(text: pa.StringArray, payload: pa.Buffer) -> pa.Array:
     """In a payload matching COMPACT_PAYLOAD, each user object starts ``{"id":`` and the text
     ``},{"id":`` can only separate two of them (a quote inside a string is escaped), so the
     objects are found by that text alone, and each object's head says whether an email follows."""
-    start = payload.index(b',"users":[') + len(b',"users":[')
-    end = payload.index(b'],"codeReviews":[', start)
+    # Byte offsets; both texts are keys, with quotes no string value can hold unescaped.
+    start = pc.find_substring(text, ',"users":[')[0].as_py() + len(',"users":[')
+    end = pc.find_substring(text, '],"codeReviews":[')[0].as_py()
     if end == start:
-        return []
+        return pa.array([], pa.string())
     section = np.frombuffer(payload, dtype=np.uint8, count=end - start, offset=start)
     boundary = np.frombuffer(b'},{"id":', dtype=np.uint8)
     candidates = np.flatnonzero(section[:-len(boundary) + 1] == boundary[0]) if len(section) >= len(boundary) \
@@ -101,5 +114,5 @@ def _emailed_users_of_compact(payload: bytes) -> list[str]:
     quoted = found.filter(pc.not_equal(found.field("email"), "")).field("id")
     escaped = pc.match_substring(quoted, "\\")
     if pc.any(escaped).as_py():  # rare: an id with an escape in it, decoded by json
-        return [json.loads(q) for q in quoted.to_pylist()]
-    return pc.utf8_slice_codeunits(quoted, 1, -1).to_pylist()
+        return pa.array([json.loads(q) for q in quoted.to_pylist()], pa.string())
+    return pc.utf8_slice_codeunits(quoted, 1, -1)

@@ -5,44 +5,72 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from telemetry_pipeline.rules.plans import EMAIL_INCLUDED, email_decision, is_free_plan
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from telemetry_pipeline.rules.plans import FREE_PLANS
 
 UNKNOWN_PLAN = "(no such company)"
 
+_COMPANIES = pa.schema([("id", pa.string()), ("plan", pa.string())])
+_TEAMS = pa.schema([("id", pa.string()), ("company_id", pa.string())])
+_USERS = pa.schema([("id", pa.string()), ("team_ids", pa.list_(pa.string()))])
+Rows = pa.Table | Sequence[Mapping[str, Any]]
 
-def redaction_by_company(
-    companies: Sequence[Mapping[str, Any]],
-    teams: Sequence[Mapping[str, Any]],
-    users: Sequence[Mapping[str, Any]],
-) -> list[dict]:
+
+def redaction_by_company(companies: Rows, teams: Rows, users: Rows) -> list[dict]:
     """Per company a user of the night belongs to: its plan, its users, and how many of their
     emails are included or withheld, sorted by company id.
 
-    A user counts once in each of their companies, so a user of a free and a paid company is a
-    withheld email in both rows: the paid company is why. A team whose company does not exist
-    gets a row for that missing company, plan ``(no such company)``.
+    An email is included only when the user is in a team, and every team of theirs and its company
+    exist and the company is on a free plan (rules/plans.py, ``email_decision``). A user counts once
+    in each of their companies, so a user of a free and a paid company is a withheld email in both
+    rows: the paid company is why. A team whose company does not exist gets a row for that missing
+    company, plan ``(no such company)``. Rows are Arrow tables or lists of dicts (ids unique).
     """
-    company_of_team = {t["id"]: t["company_id"] for t in teams}
-    plan_of_company = {c["id"]: c["plan"] for c in companies}
-    rows: dict[str, dict] = {}
-    for user in users:
-        included = email_decision(user["team_ids"], company_of_team, plan_of_company) == EMAIL_INCLUDED
-        company_ids = {company_of_team[t] for t in user["team_ids"] if t in company_of_team}
-        for company_id in company_ids:
-            row = rows.setdefault(company_id, _row(company_id, plan_of_company))
-            row["users"] += 1
-            row["emails_included" if included else "emails_withheld"] += 1
-    return [rows[company_id] for company_id in sorted(rows)]
+    companies, teams, users = _table(companies, _COMPANIES), _table(teams, _TEAMS), _table(users, _USERS)
+    team_lists = users["team_ids"]
+    member_of = pc.list_parent_indices(team_lists).to_numpy()  # one element per (user, team)
+    team_index = pc.index_in(pc.list_flatten(team_lists), value_set=teams["id"])
+    company = teams["company_id"].take(team_index)  # null: no such team
+    plan_index = pc.index_in(company, value_set=companies["id"])  # null: no such company
+    plan = companies["plan"].take(plan_index)
+    free = pc.or_kleene(pc.is_null(plan), pc.is_in(plan, value_set=pa.array(sorted(FREE_PLANS))))
+    element_ok = pc.fill_null(pc.and_kleene(pc.is_valid(plan_index), free), False).to_numpy(zero_copy_only=False)
+
+    included = np.zeros(len(users), dtype=bool)
+    included[np.unique(member_of)] = True  # in at least one team
+    included[member_of[~element_ok]] = False  # and none of them fails
+    known_team = pc.is_valid(team_index).to_numpy(zero_copy_only=False)
+    memberships = pa.table({
+        "user": member_of[known_team], "company": company.filter(pc.is_valid(team_index)),
+        "included": included[member_of[known_team]],
+    }).group_by(["user", "company"], use_threads=False).aggregate([("included", "min")])  # once per company
+    per_company = memberships.group_by("company", use_threads=False).aggregate(
+        [([], "count_all"), ("included_min", "sum")]
+    ).sort_by("company")
+    company_plan = pc.index_in(per_company["company"], value_set=companies["id"])
+    return [
+        {
+            "company": company_id,
+            "plan": plan if known else UNKNOWN_PLAN,
+            "free": known and (plan is None or plan in FREE_PLANS),
+            "users": users_count,
+            "emails_included": included_count,
+            "emails_withheld": users_count - included_count,
+        }
+        for company_id, known, plan, users_count, included_count in zip(
+            per_company["company"].to_pylist(),
+            pc.is_valid(company_plan).to_pylist(),
+            companies["plan"].take(company_plan).to_pylist(),
+            per_company["count_all"].to_pylist(),
+            pc.fill_null(per_company["included_min_sum"], 0).to_pylist(),
+        )
+    ]
 
 
-def _row(company_id: str, plan_of_company: Mapping[str, Any]) -> dict:
-    known = company_id in plan_of_company
-    plan = plan_of_company.get(company_id)
-    return {
-        "company": company_id,
-        "plan": plan if known else UNKNOWN_PLAN,
-        "free": known and is_free_plan(plan),
-        "users": 0,
-        "emails_included": 0,
-        "emails_withheld": 0,
-    }
+def _table(rows: Rows, schema: pa.Schema) -> pa.Table:
+    if isinstance(rows, pa.Table):
+        return rows.select(schema.names).combine_chunks()
+    return pa.Table.from_pylist([{name: row[name] for name in schema.names} for row in rows], schema=schema)

@@ -58,7 +58,7 @@ def _window(nights: list[dt.date]) -> dict[str, int]:
     return {"start": night_bounds_ms(nights[0])[0], "end": night_bounds_ms(nights[-1])[1]}
 
 
-def _check_rows(rows: pa.Table, table: str, key: tuple[str, ...] = ("id",)) -> None:
+def _check_rows(conn: SourceConnection, rows: pa.Table, table: str, key: tuple[str, ...] = ("id",)) -> None:
     """NULL in a NOT NULL column, or a repeated primary key: name table, column and row."""
     id_column = key[0] if key[0] in rows.column_names else None
     required = {c.name for c in SOURCE_TABLES[table] if not c.nullable}
@@ -66,6 +66,8 @@ def _check_rows(rows: pa.Table, table: str, key: tuple[str, ...] = ("id",)) -> N
         row = first_null_row(rows, name, id_column)
         if row is not None:
             raise TelemetryError(f"table {table}: column {name} is NULL in row {id_column or 'row'}={row!r}")
+    if conn.enforces_unique(table, key):  # the database's own key rules repeats out
+        return
     counts = rows.group_by(list(key)).aggregate([([], "count_all")])
     repeated = counts.filter(pc.greater(counts["count_all"], 1))
     if repeated.num_rows:
@@ -103,7 +105,7 @@ def extract_companies(conn: SourceConnection, nights: list[dt.date]) -> pa.Table
         f"SELECT {', '.join(COMPANY_COLUMNS)} FROM companies",
         {}, _schema("companies", COMPANY_COLUMNS), table="companies",
     )
-    _check_rows(rows, "companies")
+    _check_rows(conn, rows, "companies")
     return _per_night(rows, nights, created_by_night_end=False)
 
 
@@ -112,7 +114,7 @@ def extract_teams(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
     rows = conn.fetch(
         f"SELECT {', '.join(TEAM_COLUMNS)} FROM teams", {}, _schema("teams", TEAM_COLUMNS), table="teams"
     )
-    _check_rows(rows, "teams")
+    _check_rows(conn, rows, "teams")
     return _per_night(rows, nights, created_by_night_end=False)
 
 
@@ -121,22 +123,18 @@ def extract_users(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
     window = _window(nights)
     conn.refuse_bad_values("users", "created_at")
     conn.refuse_bad_values("provider_tokens", "has_access_token", id_column="user_id")
-    users = conn.fetch(
-        f"SELECT {', '.join(USER_COLUMNS)} FROM users WHERE created_at < :end",
-        window, _schema("users", USER_COLUMNS), table="users",
-    )
-    _check_rows(users, "users")
-    members = conn.fetch(
-        "SELECT tm.team_id, tm.user_id, tm.is_admin FROM team_members tm"
-        " JOIN users u ON u.id = tm.user_id WHERE u.created_at < :end",
-        window, _schema("team_members", ["team_id", "user_id", "is_admin"]), table="team_members",
-    )
-    _check_rows(members, "team_members", key=("team_id", "user_id"))
-    tokens = conn.fetch(
-        "SELECT pt.user_id, pt.provider FROM provider_tokens pt"
-        " JOIN users u ON u.id = pt.user_id WHERE u.created_at < :end AND pt.has_access_token",
-        window, _schema("provider_tokens", ["user_id", "provider"]), table="provider_tokens",
-    )
+    users, members, tokens = conn.fetch_together([
+        (f"SELECT {', '.join(USER_COLUMNS)} FROM users WHERE created_at < :end",
+         window, _schema("users", USER_COLUMNS), "users"),
+        ("SELECT tm.team_id, tm.user_id, tm.is_admin FROM team_members tm"
+         " JOIN users u ON u.id = tm.user_id WHERE u.created_at < :end",
+         window, _schema("team_members", ["team_id", "user_id", "is_admin"]), "team_members"),
+        ("SELECT pt.user_id, pt.provider FROM provider_tokens pt"
+         " JOIN users u ON u.id = pt.user_id WHERE u.created_at < :end AND pt.has_access_token",
+         window, _schema("provider_tokens", ["user_id", "provider"]), "provider_tokens"),
+    ])
+    _check_rows(conn, users, "users")
+    _check_rows(conn, members, "team_members", key=("team_id", "user_id"))
     for name in ("user_id", "provider"):
         if (row := first_null_row(tokens, name, None)) is not None:
             raise TelemetryError(f"table provider_tokens: column {name} is NULL in row {row}")
@@ -189,24 +187,21 @@ def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Ta
             if (row := first_null_row(rows, name, "review_id")) is not None:
                 source_name = "id" if name == "review_id" else name
                 raise TelemetryError(f"table reviews: column {source_name} is NULL in row id={row!r}")
-        counts = rows.group_by(["night_index", "review_id"]).aggregate([([], "count_all")])
+        counts = rows.group_by(["review_id"]).aggregate([([], "count_all")])
         repeated = counts.filter(pc.greater(counts["count_all"], 1))
         if repeated.num_rows:
             raise TelemetryError(f"table reviews: duplicate primary key id={repeated['review_id'][0].as_py()!r}")
-        parts.append(_with_night_names(rows, [night], CODE_REVIEWS_SCHEMA))
+        parts.append(_tagged(rows, night, CODE_REVIEWS_SCHEMA))
     return pa.concat_tables(parts)
 
 
+# One night's window: a review created and approved the same night is one row (UNION).
 REVIEWS_SQL = """
-        SELECT night_index, id, team_id, created_at, approved_at FROM (
-          SELECT (created_at - :start) / 86400000 AS night_index, id, team_id, created_at, approved_at
-          FROM reviews WHERE created_at >= :start AND created_at < :end
-          UNION
-          SELECT (approved_at - :start) / 86400000 AS night_index, id, team_id, created_at, approved_at
-          FROM reviews WHERE approved_at >= :start AND approved_at < :end
-        ) AS night_reviews
+        SELECT id, team_id, created_at, approved_at FROM reviews WHERE created_at >= :start AND created_at < :end
+        UNION
+        SELECT id, team_id, created_at, approved_at FROM reviews WHERE approved_at >= :start AND approved_at < :end
         """
-_REVIEWS_FETCHED = pa.schema([("night_index", pa.int64()), ("review_id", pa.string()), ("team_id", pa.string()),
+_REVIEWS_FETCHED = pa.schema([("review_id", pa.string()), ("team_id", pa.string()),
                               ("created_at", pa.int64()), ("approved_at", pa.int64())])
 
 
@@ -215,16 +210,16 @@ def extract_user_activity(conn: SourceConnection, nights: list[dt.date]) -> pa.T
     conn.refuse_bad_values("posts", "created_at")
     _refuse_offending_posts(conn, _window(nights))
     # One query per night: each counts its own night's posts, looking each codemark up through
-    # its primary key, and sorts them in memory. One query over a year would join every post
-    # with every codemark and spill its sort to disk: no faster, and its memory grows with the year.
-    conn.tune_for_night_queries()
-    parts = [_with_night_names(conn.fetch(ACTIVITY_SQL, _window([night]), _ACTIVITY_FETCHED, table="posts"),
-                               [night], USER_ACTIVITY_SCHEMA) for night in nights]
+    # its primary key, and groups them in memory. One query over a year would join every post
+    # with every codemark and spill to disk: no faster, and its memory grows with the year.
+    parts = [_tagged(conn.fetch(ACTIVITY_SQL, _window([night]), _ACTIVITY_FETCHED, table="posts"),
+                     night, USER_ACTIVITY_SCHEMA) for night in nights]
     return pa.concat_tables(parts)
 
 
+# One night's window.
 ACTIVITY_SQL = """
-        SELECT (p.created_at - :start) / 86400000 AS night_index, p.creator_id,
+        SELECT p.creator_id,
           SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NOT NULL
                     AND c.id IS NOT NULL AND c.review_id IS NULL THEN 1 ELSE 0 END),
           SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NOT NULL
@@ -233,9 +228,9 @@ ACTIVITY_SQL = """
           SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NULL THEN 1 ELSE 0 END)
         FROM posts p LEFT JOIN codemarks c ON c.id = p.codemark_id
         WHERE p.created_at >= :start AND p.created_at < :end
-        GROUP BY 1, 2
+        GROUP BY p.creator_id
         """
-_ACTIVITY_FETCHED = pa.schema([("night_index", pa.int64()), ("user_id", pa.string())]
+_ACTIVITY_FETCHED = pa.schema([("user_id", pa.string())]
                               + [(n, pa.int64()) for n in ACTIVITY_COUNTS])
 
 
@@ -260,9 +255,6 @@ def _refuse_offending_posts(conn: SourceConnection, window: dict[str, int]) -> N
             raise TelemetryError(message.format(found["id"][0].as_py()))
 
 
-def _with_night_names(rows: pa.Table, nights: list[dt.date], schema: pa.Schema) -> pa.Table:
-    first = nights[0]
-    names = [(first + dt.timedelta(days=i)).isoformat() for i in range(len(nights))]
-    night = pc.take(pa.array(names, pa.string()), rows["night_index"])
-    return rows.drop_columns(["night_index"]).add_column(0, NIGHT, night).cast(schema)
+def _tagged(rows: pa.Table, night: dt.date, schema: pa.Schema) -> pa.Table:
+    return rows.add_column(0, NIGHT, _repeated(night.isoformat(), rows.num_rows)).cast(schema)
 

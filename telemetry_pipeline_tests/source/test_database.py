@@ -1,0 +1,77 @@
+"""Connections to a real PostgreSQL: the session settings, queries fetched together, and the run's
+shared connection (opened once, dropped after a failure, closed at the end of the run)."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from telemetry_pipeline.errors import TelemetryError
+from telemetry_pipeline.resources import SourceDatabaseResource
+from telemetry_pipeline.source.database import SourceDatabase
+
+SCHEMA = pa.schema([("n", pa.int64())])
+
+
+def _sessions(url: str) -> int:
+    """Open sessions of the test's own database, other than the one asking."""
+    import psycopg2
+
+    database = urllib.parse.urlsplit(url).path.lstrip("/")
+    with psycopg2.connect(url) as db, db.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                       (database,))
+        return cursor.fetchone()[0]
+
+
+def _setting(conn, name: str) -> str:
+    return conn.fetch(f"SELECT current_setting('{name}') AS value", {}, pa.schema([("value", pa.string())]),
+                      table="settings")["value"][0].as_py()
+
+
+def test_a_connection_plans_for_one_night_without_jit(postgres_url):
+    with SourceDatabase(postgres_url).connect() as conn:
+        assert _setting(conn, "jit") == "off"
+        assert _setting(conn, "random_page_cost") == "1.1"
+        assert _setting(conn, "work_mem") == "64MB"
+
+
+def test_queries_fetched_together_equal_each_fetched_alone(postgres_url):
+    queries = [(f"SELECT generate_series(1, :n) + {i} AS n", {"n": 1000 * (i + 1)}, SCHEMA, "series")
+               for i in range(3)]
+    with SourceDatabase(postgres_url).connect() as conn:
+        alone = [conn.fetch(sql, params, schema, table=table) for sql, params, schema, table in queries]
+        together = conn.fetch_together(queries)
+        again = conn.fetch_together(queries)  # on the connections the first call opened
+        assert [t.num_rows for t in together] == [1000, 2000, 3000]
+        assert together == alone and again == alone
+        assert _sessions(postgres_url) == 3
+    assert _sessions(postgres_url) == 0  # the extra connections close with the one that opened them
+
+
+def test_a_failed_query_among_those_fetched_together_is_named(postgres_url):
+    queries = [("SELECT 1::bigint AS n", {}, SCHEMA, "series"), ("SELECT n FROM no_such_table", {}, SCHEMA, "posts")]
+    with SourceDatabase(postgres_url).connect() as conn:
+        with pytest.raises(TelemetryError, match="reading table posts failed"):
+            conn.fetch_together(queries)
+    assert _sessions(postgres_url) == 0
+
+
+def test_the_run_shares_one_connection_and_drops_it_after_a_failure(postgres_url):
+    resource = SourceDatabaseResource(url=postgres_url)
+    with resource.connection() as first:
+        pass
+    with resource.connection() as second:
+        assert second is first  # the next step of the run reads on the same connection
+    with pytest.raises(TelemetryError):
+        with resource.connection() as conn:
+            conn.fetch("SELECT n FROM no_such_table", {}, SCHEMA, table="posts")
+    assert _sessions(postgres_url) == 0  # PostgreSQL refuses everything after an error: dropped
+    with resource.connection() as fresh:
+        assert fresh is not first
+        assert _sessions(postgres_url) == 1
+    resource.teardown_after_execution(dg.build_init_resource_context())
+    assert _sessions(postgres_url) == 0
