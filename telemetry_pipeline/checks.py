@@ -1,4 +1,12 @@
-"""Asset checks that guard what leaves: both block the publish of a night that fails them."""
+"""The two blocking checks that guard what leaves, on every payload the summary builds.
+
+They run in the summary's own step (``check_specs`` of ``night_summary``), on each night's
+payload as soon as it is built, while the next night is encoded: the bytes they read are the
+bytes that are stored and sent. Both are derived independently of the payload encoder: the
+payload is read back as text (rules/payload_scan.py), and whose email may leave is worked out
+again from the extracted rows with joins. A failing check blocks the publish, in the run and in
+every later run (gate.py reads the results).
+"""
 
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -9,8 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from telemetry_pipeline.assets.summary import night_summary
-from telemetry_pipeline.io_manager import NIGHTLY_TABLE, night_table, nights_of
+from telemetry_pipeline.io_manager import night_table, nights_of
 from telemetry_pipeline.partitions import nightly_partitions
 from telemetry_pipeline.rules.payload_scan import scan_payload
 from telemetry_pipeline.rules.plans import FREE_PLANS
@@ -61,19 +68,24 @@ def _payloads(table: pa.Table) -> list[pa.Buffer]:
     return [data.slice(int(offsets[i]), int(offsets[i + 1] - offsets[i])) for i in range(len(column))]
 
 
-def check_night(night: str, summary: pa.Table, companies: pa.Table, teams: pa.Table, users: pa.Table) -> NightVerdict:
-    """Both checks on one night: its payload read back once, and the rows it was built from."""
-    violations, problems = [], []
+def check_payload(night: str, payload: bytes | pa.Buffer, companies: pa.Table, teams: pa.Table,
+                  users: pa.Table) -> NightVerdict:
+    """Both checks on one night's payload, against the rows it was built from."""
     # Who may carry an email is worked out while the payload is scanned (Arrow releases the GIL).
     with ThreadPoolExecutor(max_workers=1) as pool:
         allowed = pool.submit(users_whose_email_may_leave, companies, teams, users)
-        for payload in _payloads(summary):
-            scan = scan_payload(payload)
-            problems += [f"{night}: {problem}" for problem in scan.key_problems]
-            emailed = scan.emailed_user_ids
-            outside = emailed.filter(pc.invert(pc.is_in(emailed, value_set=allowed.result())))
-            violations += [f"{night}: user {user}" for user in outside.to_pylist()]
-    return NightVerdict(violations, problems)
+        scan = scan_payload(payload)
+        emailed = scan.emailed_user_ids
+        outside = emailed.filter(pc.invert(pc.is_in(emailed, value_set=allowed.result())))
+    return NightVerdict([f"{night}: user {user}" for user in outside.to_pylist()],
+                        [f"{night}: {problem}" for problem in scan.key_problems])
+
+
+def check_night(night: str, summary: pa.Table, companies: pa.Table, teams: pa.Table, users: pa.Table) -> NightVerdict:
+    """Both checks on a night's stored summary: each payload it holds, read where it lies."""
+    verdicts = [check_payload(night, payload, companies, teams, users) for payload in _payloads(summary)]
+    return NightVerdict([v for verdict in verdicts for v in verdict.email_violations],
+                        [p for verdict in verdicts for p in verdict.key_problems])
 
 
 def _verdicts(summary, companies, teams, users) -> list[NightVerdict]:
@@ -91,38 +103,28 @@ def emails_outside_free_companies(summary, companies, teams, users) -> list[str]
     return [v for verdict in _verdicts(summary, companies, teams, users) for v in verdict.email_violations]
 
 
-_EXTRACTED = ["companies", "teams", "users"]
+SUMMARY_CHECK_SPECS = [
+    dg.AssetCheckSpec("no_email_outside_free_companies", asset="night_summary", blocking=True,
+                      partitions_def=nightly_partitions,
+                      description="No payload carries the email of a user with a paid, unknown or missing company."),
+    dg.AssetCheckSpec("payload_has_documented_keys", asset="night_summary", blocking=True,
+                      partitions_def=nightly_partitions,
+                      description="Every payload has exactly the contract's keys, in the contract's order."),
+]
 
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec("no_email_outside_free_companies", asset=night_summary, blocking=True,
-                          partitions_def=nightly_partitions, additional_deps=_EXTRACTED,
-                          description="No payload carries the email of a user with a paid, unknown or missing company."),
-        dg.AssetCheckSpec("payload_has_documented_keys", asset=night_summary, blocking=True,
-                          partitions_def=nightly_partitions, additional_deps=_EXTRACTED,
-                          description="Every payload has exactly the contract's keys, in the contract's order."),
-    ],
-    # One pass over each night's payload serves both checks; many nights are read one at a time
-    # (each input's type, NIGHTLY_TABLE, is given by its annotation).
-    ins={name: dg.AssetIn(name) for name in ("night_summary", "companies", "teams", "users")},
-)
-def summary_checks(night_summary: NIGHTLY_TABLE, companies: NIGHTLY_TABLE,  # type: ignore[valid-type]
-                   teams: NIGHTLY_TABLE, users: NIGHTLY_TABLE):  # type: ignore[valid-type]
-    """The two blocking checks on the night's payload, from one reading of it."""
-    verdicts = _verdicts(night_summary, companies, teams, users)
+def check_results(verdicts: list[NightVerdict]) -> list[dg.AssetCheckResult]:
+    """The two checks' results over the nights of a run."""
     violations = [v for verdict in verdicts for v in verdict.email_violations]
     problems = [p for verdict in verdicts for p in verdict.key_problems]
-    yield dg.AssetCheckResult(
-        check_name="no_email_outside_free_companies",
-        passed=not violations,
-        metadata={"violations": len(violations), "first_violations": violations[:20]},
-        description=None if not violations else f"{len(violations)} emails that must not leave",
-    )
-    yield dg.AssetCheckResult(
-        check_name="payload_has_documented_keys",
-        passed=not problems, metadata={"problems": len(problems), "first_problems": problems[:20]},
-    )
-
-
-SUMMARY_CHECKS = [summary_checks]
+    return [
+        dg.AssetCheckResult(
+            check_name="no_email_outside_free_companies", passed=not violations,
+            metadata={"violations": len(violations), "first_violations": violations[:20]},
+            description=None if not violations else f"{len(violations)} emails that must not leave",
+        ),
+        dg.AssetCheckResult(
+            check_name="payload_has_documented_keys", passed=not problems,
+            metadata={"problems": len(problems), "first_problems": problems[:20]},
+        ),
+    ]

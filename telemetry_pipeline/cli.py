@@ -88,7 +88,6 @@ def _history(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from telemetry_pipeline.checks import SUMMARY_CHECKS
     from telemetry_pipeline.definitions import ASSETS
     from telemetry_pipeline.demo import ensure_demo_installation
     from telemetry_pipeline.io_manager import NightlyParquetIOManager
@@ -103,7 +102,7 @@ def _demo(args: argparse.Namespace) -> int:
             tempdir=instance_dir, overrides={"telemetry": {"enabled": False}}
         ) as instance:
             result = dg.materialize(
-                [*ASSETS, *SUMMARY_CHECKS],
+                ASSETS,
                 partition_key=night.isoformat(),
                 instance=instance,
                 resources={

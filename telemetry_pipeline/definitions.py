@@ -10,7 +10,6 @@ from telemetry_pipeline.assets.extract import EXTRACT_ASSETS
 from telemetry_pipeline.assets.publish import phone_home_delivery
 from telemetry_pipeline.assets.summary import night_summary
 from telemetry_pipeline.automation import nightly_job, nightly_schedule, phone_home_sensor, publish_job
-from telemetry_pipeline.checks import SUMMARY_CHECKS
 from telemetry_pipeline.codestream_config import PHONE_HOME_URL_ENV
 from telemetry_pipeline.delivery import ALLOW_PLAIN_HTTP_ENV
 from telemetry_pipeline.io_manager import NightlyParquetIOManager
@@ -48,7 +47,6 @@ def default_resources() -> dict:
 
 defs = dg.Definitions(
     assets=ASSETS,
-    asset_checks=SUMMARY_CHECKS,
     jobs=[nightly_job, publish_job],
     schedules=[nightly_schedule],
     sensors=[phone_home_sensor],

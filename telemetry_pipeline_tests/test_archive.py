@@ -8,7 +8,6 @@ import dagster as dg
 import pytest
 
 from telemetry_pipeline import archive
-from telemetry_pipeline.checks import SUMMARY_CHECKS
 from telemetry_pipeline.definitions import ASSETS, default_resources
 from telemetry_pipeline.delivery import Delivery
 from telemetry_pipeline.errors import TelemetryError
@@ -49,7 +48,7 @@ def resources(tmp_path, source_url, config, archive_dir=None) -> dict:
 
 
 def run_nights(instance, resources_, first=A, last=C):
-    defs = dg.Definitions(assets=ASSETS, asset_checks=SUMMARY_CHECKS, resources=resources_)
+    defs = dg.Definitions(assets=ASSETS, resources=resources_)
     return defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance, raise_on_error=False,
         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},

@@ -13,11 +13,12 @@ from telemetry_pipeline.automation import (
     plan_publish,
     retry_backoff_seconds,
 )
-from telemetry_pipeline.checks import SUMMARY_CHECKS
+from telemetry_pipeline.assets.extract import EXTRACT_ASSETS
 from telemetry_pipeline.definitions import ASSETS
 from telemetry_pipeline.io_manager import NightlyParquetIOManager
 from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource, SourceDatabaseResource
 from telemetry_pipeline_tests.installation import Installation, at, write_config
+from telemetry_pipeline_tests.stand_ins import summary_without_checks
 
 NIGHT = "2026-11-26"
 BUILD_ASSETS = [a for a in ASSETS if a.key != dg.AssetKey("phone_home_delivery")]
@@ -85,7 +86,7 @@ def _tick(instance, resources, cursor=None):
 
 
 def _build(instance, resources, *, with_checks=True):
-    assets = [*BUILD_ASSETS, *(SUMMARY_CHECKS if with_checks else [])]
+    assets = BUILD_ASSETS if with_checks else [*EXTRACT_ASSETS, summary_without_checks()]
     assert dg.materialize(assets, partition_key=NIGHT, instance=instance, resources=resources).success
 
 

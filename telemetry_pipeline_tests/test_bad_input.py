@@ -8,7 +8,6 @@ import dagster as dg
 import pytest
 
 from telemetry_pipeline import cli
-from telemetry_pipeline.checks import SUMMARY_CHECKS
 from telemetry_pipeline.definitions import ASSETS
 from telemetry_pipeline.io_manager import NightlyParquetIOManager
 from telemetry_pipeline.reliability.bad_input import (
@@ -71,7 +70,7 @@ def test_through_dagster_the_run_fails_with_the_same_one_line_and_sends_nothing(
             dg.DagsterInstance.ephemeral() as instance:
         config = write_config(setup, tmp_path / "codestream.json", collector.url)
         result = dg.materialize(
-            [*ASSETS, *SUMMARY_CHECKS], partition_key=NIGHT.isoformat(), instance=instance, raise_on_error=False,
+            ASSETS, partition_key=NIGHT.isoformat(), instance=instance, raise_on_error=False,
             resources={
                 "source_database": SourceDatabaseResource(url=source_url),
                 "codestream_config": CodeStreamConfigResource(path=str(config)),

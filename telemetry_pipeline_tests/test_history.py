@@ -10,8 +10,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from telemetry_pipeline.assets.extract import EXTRACT_ASSETS
 from telemetry_pipeline.automation import publish_job
-from telemetry_pipeline.checks import SUMMARY_CHECKS
 from telemetry_pipeline.codestream_config import load_installation_config
 from telemetry_pipeline.definitions import ASSETS
 from telemetry_pipeline.delivery import RetrySettings
@@ -20,6 +20,7 @@ from telemetry_pipeline.io_manager import NightlyParquetIOManager
 from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource, SourceDatabaseResource
 from telemetry_pipeline.upload import upload_outbox
 from telemetry_pipeline_tests.installation import Installation, at, write_config
+from telemetry_pipeline_tests.stand_ins import summary_without_checks
 
 NIGHTS = [f"2024-03-{day:02d}" for day in range(1, 10)]
 SENT, OPTED_OUT, FAILED, PENDING, OUTBOX, BLOCKED, KILLED = NIGHTS[:7]
@@ -54,12 +55,12 @@ def site(tmp_path, collector):
 
 
 def materialize(instance, site, night, config="online", selection=None, assets=None):
-    return dg.materialize(assets or [*ASSETS, *SUMMARY_CHECKS], partition_key=night, instance=instance,
+    return dg.materialize(assets or ASSETS, partition_key=night, instance=instance,
                           resources=site["resources"](config), selection=selection, raise_on_error=False)
 
 
 def run_range(instance, site, first, last):
-    defs = dg.Definitions(assets=ASSETS, asset_checks=SUMMARY_CHECKS, resources=site["resources"]())
+    defs = dg.Definitions(assets=ASSETS, resources=site["resources"]())
     return defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance, raise_on_error=False,
         tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
@@ -81,7 +82,7 @@ def test_each_night_is_listed_with_its_state_and_why(site, collector):
         assert materialize(instance, site, PENDING, selection=BUILD).success
         assert materialize(instance, site, OUTBOX, "offline").success
         # A summary built without its checks: the publish refuses it.
-        assert materialize(instance, site, BLOCKED, selection=BUILD, assets=ASSETS).success
+        assert materialize(instance, site, BLOCKED, assets=[*EXTRACT_ASSETS, summary_without_checks()]).success
         assert materialize(instance, site, BLOCKED, selection=["phone_home_delivery"]).success
         # A publish run killed mid-send, as the sensor finds and reports it.
         run = instance.create_run_for_job(dg.Definitions(jobs=[publish_job], assets=ASSETS,
@@ -133,7 +134,7 @@ def test_a_range_failing_midway_shows_sent_failed_and_pending_nights(site, colle
 def test_a_failed_build_is_a_failed_night_until_it_is_rebuilt(site, tmp_path):
     with dg.instance_for_test() as instance:
         broken = {**site["resources"](), "source_database": SourceDatabaseResource(url=f"sqlite://{tmp_path}/no.db")}
-        result = dg.materialize([*ASSETS, *SUMMARY_CHECKS], partition_key=NIGHTS[0], instance=instance,
+        result = dg.materialize(ASSETS, partition_key=NIGHTS[0], instance=instance,
                                 resources=broken, raise_on_error=False, selection=BUILD)
         assert not result.success
         [state] = night_history(instance, [], None)

@@ -24,7 +24,6 @@ from telemetry_pipeline.automation import (
     plan_publish,
     publish_job,
 )
-from telemetry_pipeline.checks import SUMMARY_CHECKS
 from telemetry_pipeline.codestream_config import load_installation_config
 from telemetry_pipeline.definitions import ASSETS
 from telemetry_pipeline.io_manager import NightlyParquetIOManager
@@ -88,7 +87,7 @@ def site(tmp_path, collector):
         "parquet_io_manager": NightlyParquetIOManager(base_path=env["TELEMETRY_STORAGE_URL"]),
     }
     defs = dg.Definitions(
-        assets=ASSETS, asset_checks=SUMMARY_CHECKS, jobs=[nightly_job, publish_job],
+        assets=ASSETS, jobs=[nightly_job, publish_job],
         schedules=[nightly_schedule], sensors=[phone_home_sensor], resources=resources,
     )
     return {"env": env, "resources": resources, "defs": defs}

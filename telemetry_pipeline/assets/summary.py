@@ -7,6 +7,7 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
+from telemetry_pipeline.checks import SUMMARY_CHECK_SPECS, check_payload, check_results
 from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, SpilledNights, night_table
 from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, nightly_partitions, run_nights
 from telemetry_pipeline.resources import CodeStreamConfigResource
@@ -98,6 +99,7 @@ def _summary_table(row: dict, payload: bytes) -> pa.Table:
     ins={name: dg.AssetIn(dagster_type=NIGHTLY_TABLE)
          for name in ("companies", "teams", "users", "user_activity", "code_reviews")},
     dagster_type=NIGHTLY_TABLE,
+    check_specs=SUMMARY_CHECK_SPECS,
     metadata={"dagster/column_schema": dg.TableSchema(
         columns=[dg.TableColumn(f.name, str(f.type)) for f in NIGHT_SUMMARY_SCHEMA]
     )},
@@ -110,7 +112,7 @@ def night_summary(
     users: "pa.Table | NightlyTables",
     user_activity: "pa.Table | NightlyTables",
     code_reviews: "pa.Table | NightlyTables",
-) -> "pa.Table | NightlyTables":
+) -> dg.MaterializeResult:
     """The night's phone-home payload, emails redacted by plan, and whether it may be sent."""
     nights = run_nights(context)
     # A night's payload of 100,000 users is tens of megabytes: many nights go to disk as they are built.
@@ -118,32 +120,40 @@ def night_summary(
     with failing_clearly():
         facts = codestream_config.load().facts
         encoder = NightEncoder(facts)  # night after night, reusing what did not change
-        rows, finishing = [], None
-        # While a night is encoded, the night before is hashed and written in another thread.
-        with ThreadPoolExecutor(max_workers=1) as finisher:
+        rows, verdicts, previous = [], [], None
+        # While a night is encoded, the night before is hashed and stored in one thread and
+        # checked in another.
+        with ThreadPoolExecutor(max_workers=1) as finisher, ThreadPoolExecutor(max_workers=1) as checker:
             for night in nights:
-                encoded = encoder.encode(night, *(night_table(t, night.isoformat()) for t in (
-                    companies, teams, users, user_activity, code_reviews)))
-                if finishing is not None:
-                    rows.append(finishing.result()[0])
-                finishing = finisher.submit(_finish_night, _summary_fields(night.isoformat(), facts, encoded),
-                                            encoded.payload, spilled)
-            row, table = finishing.result()
+                key = night.isoformat()
+                inputs = [night_table(t, key) for t in (companies, teams, users, user_activity, code_reviews)]
+                encoded = encoder.encode(night, *inputs)
+                if previous is not None:
+                    rows.append(previous[0].result()[0])
+                    verdicts.append(previous[1].result())
+                previous = (finisher.submit(_finish_night, _summary_fields(key, facts, encoded), encoded.payload,
+                                            spilled),
+                            checker.submit(check_payload, key, encoded.payload, *inputs[:3]))
+            row, table = previous[0].result()
             rows.append(row)
+            verdicts.append(previous[1].result())
     last = rows[-1]
-    by_company = redaction_by_company(*(night_table(t, last["night"]) for t in (companies, teams, users)))  # the last night's
-    context.add_output_metadata({
+    # The last night's redaction, per company.
+    by_company = redaction_by_company(*(night_table(t, last["night"]) for t in (companies, teams, users)))
+    metadata = {
         "nights": len(rows),
         **night_metadata(last),
         "redaction_by_company": dg.MetadataValue.table(
             records=[dg.TableRecord(row) for row in by_company[:REDACTION_ROWS_SHOWN]], schema=REDACTION_SCHEMA
         ),
         "redaction_companies_not_shown": max(0, len(by_company) - REDACTION_ROWS_SHOWN),
-    })
+    }
     if len(rows) > 1:  # a backfill: each night shows its own figures, so the UI plots them night by night
         for row in rows:
             context.add_asset_metadata(night_metadata(row), partition_key=row["night"])
-    return spilled.tables() if spilled is not None else table
+    # Dagster runs the summary only with both its checks (it cannot be materialized without them).
+    return dg.MaterializeResult(value=spilled.tables() if spilled is not None else table, metadata=metadata,
+                                check_results=check_results(verdicts))
 
 
 NUMERIC_METADATA = (

@@ -298,7 +298,6 @@ def catch_up_through_the_sensor(fault: Fault, workdir: Path) -> CatchUpResult:
     import dagster as dg
 
     from telemetry_pipeline.automation import nightly_job, phone_home_sensor, plan_publish, publish_job
-    from telemetry_pipeline.checks import SUMMARY_CHECKS
     from telemetry_pipeline.definitions import ASSETS
     from telemetry_pipeline.io_manager import NightlyParquetIOManager
     from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource, SourceDatabaseResource
@@ -325,7 +324,7 @@ def catch_up_through_the_sensor(fault: Fault, workdir: Path) -> CatchUpResult:
                                             read_timeout_seconds=READ_TIMEOUT),
             "parquet_io_manager": NightlyParquetIOManager(base_path=str(workdir / "storage")),
         }
-        defs = dg.Definitions(assets=ASSETS, asset_checks=SUMMARY_CHECKS, jobs=[nightly_job, publish_job],
+        defs = dg.Definitions(assets=ASSETS, jobs=[nightly_job, publish_job],
                               sensors=[phone_home_sensor], resources=resources)
         quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
         if not defs.resolve_job_def("nightly_job").execute_in_process(

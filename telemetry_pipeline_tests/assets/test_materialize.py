@@ -15,7 +15,7 @@ import pytest
 from telemetry_pipeline.assets import summary as summary_assets
 from telemetry_pipeline.assets.extract import EXTRACT_ASSETS
 from telemetry_pipeline.assets.publish import phone_home_delivery
-from telemetry_pipeline.checks import SUMMARY_CHECKS, emails_outside_free_companies
+from telemetry_pipeline.checks import SUMMARY_CHECK_SPECS, check_night, check_results, emails_outside_free_companies
 from telemetry_pipeline.codestream_config import load_installation_config
 from telemetry_pipeline.definitions import ASSETS
 from telemetry_pipeline.io_manager import NightlyParquetIOManager
@@ -103,13 +103,13 @@ def resources(tmp_path: Path, url: str, config: Path) -> dict:
 
 def materialize(tmp_path, url, config, instance, *, assets=None, selection=None):
     return dg.materialize(
-        assets or [*ASSETS, *SUMMARY_CHECKS], partition_key=D, instance=instance,
+        assets or ASSETS, partition_key=D, instance=instance,
         resources=resources(tmp_path, url, config), raise_on_error=False, selection=selection,
     )
 
 
 def run_range(tmp_path, url, config, instance, first=A, last=C):
-    defs = dg.Definitions(assets=ASSETS, asset_checks=SUMMARY_CHECKS, resources=resources(tmp_path, url, config))
+    defs = dg.Definitions(assets=ASSETS, resources=resources(tmp_path, url, config))
     job = defs.resolve_implicit_global_asset_job_def()
     return job.execute_in_process(
         instance=instance, raise_on_error=False,
@@ -360,24 +360,27 @@ def test_payload_key_problems_accepts_the_contract_and_names_every_deviation(sou
 
 
 def _crafted_summary(craft):
-    """A stand-in for night_summary that builds the real summary, then alters its payload."""
+    """A stand-in for night_summary that builds the real summary, alters its payload, and checks
+    the altered payload with the real checks, as the real summary checks its own."""
 
     @dg.asset(name="night_summary", partitions_def=nightly_partitions, backfill_policy=SINGLE_RUN,
-              io_manager_key="parquet_io_manager", group_name="transform")
+              io_manager_key="parquet_io_manager", group_name="transform", check_specs=SUMMARY_CHECK_SPECS)
     def night_summary(context: dg.AssetExecutionContext, codestream_config: CodeStreamConfigResource,
                       companies: pa.Table, teams: pa.Table, users: pa.Table, user_activity: pa.Table,
-                      code_reviews: pa.Table) -> pa.Table:
+                      code_reviews: pa.Table):
         real = summary_assets.night_summary(
             dg.build_asset_context(partition_key=context.partition_key), codestream_config=codestream_config,
             companies=companies, teams=teams, users=users, user_activity=user_activity,
             code_reviews=code_reviews,
-        )
+        ).value
         rows = real.to_pylist()
         for row in rows:
             payload = craft(json.loads(row["payload"]))
             encoded = encode_payload(payload)
             row.update(payload=encoded.decode(), payload_sha256=sha256_hex(encoded), payload_bytes=len(encoded))
-        return pa.Table.from_pylist(rows, schema=real.schema)
+        crafted = pa.Table.from_pylist(rows, schema=real.schema)
+        verdict = check_night(context.partition_key, crafted, companies, teams, users)
+        return dg.MaterializeResult(value=crafted, check_results=check_results([verdict]))
 
     return night_summary
 
@@ -403,7 +406,7 @@ def _undocumented_key(payload: dict) -> dict:
 ])
 def test_a_failing_check_blocks_the_publish(sources, tmp_path, instance, collector, craft, check):
     config = write_config(tmp_path / "codestream.json", phoneHomeUrl=collector.url)
-    assets = [*EXTRACT_ASSETS, _crafted_summary(craft), phone_home_delivery, *SUMMARY_CHECKS]
+    assets = [*EXTRACT_ASSETS, _crafted_summary(craft), phone_home_delivery]
     result = materialize(tmp_path, sources["mixed"], config, instance, assets=assets)
 
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
