@@ -101,12 +101,8 @@ def _emailed_users_of_compact(text: pa.StringArray, payload: pa.Buffer) -> pa.Ar
     if end == start:
         return pa.array([], pa.string())
     section = np.frombuffer(payload, dtype=np.uint8, count=end - start, offset=start)
-    boundary = np.frombuffer(b'},{"id":', dtype=np.uint8)
-    candidates = np.flatnonzero(section[:-len(boundary) + 1] == boundary[0]) if len(section) >= len(boundary) \
-        else np.array([], dtype=np.int64)
-    for offset, byte in enumerate(boundary[1:], start=1):
-        candidates = candidates[section[candidates + offset] == byte]
-    heads = np.concatenate([[len(b'{"id":')], candidates + len(boundary)])
+    boundary = b'},{"id":'
+    heads = np.concatenate([[len(b'{"id":')], _occurrences(section, boundary) + len(boundary)])
     # Object i's text, from its id to the next object's id, straight from the payload's bytes.
     offsets = np.concatenate([heads, [len(section)]]).astype(np.int32)
     objects = pa.StringArray.from_buffers(len(heads), pa.py_buffer(offsets), pa.py_buffer(section))
@@ -116,3 +112,20 @@ def _emailed_users_of_compact(text: pa.StringArray, payload: pa.Buffer) -> pa.Ar
     if pc.any(escaped).as_py():  # rare: an id with an escape in it, decoded by json
         return pa.array([json.loads(q) for q in quoted.to_pylist()], pa.string())
     return pc.utf8_slice_codeunits(quoted, 1, -1)
+
+
+_CHUNK = 1 << 20
+
+
+def _occurrences(data: np.ndarray, pattern: bytes) -> np.ndarray:
+    """Offsets of every occurrence of ``pattern`` in ``data`` (a pattern that cannot overlap
+    itself), a megabyte at a time: a mask of the whole 35 MB would be 35 MB of fresh memory."""
+    first, rest = pattern[0], np.frombuffer(pattern, dtype=np.uint8)
+    found = []
+    for chunk_start in range(0, max(len(data) - len(pattern) + 1, 0), _CHUNK):
+        window = data[chunk_start:chunk_start + _CHUNK + len(pattern) - 1]
+        candidates = np.flatnonzero(window[:len(window) - len(pattern) + 1] == first)
+        for offset in range(1, len(pattern)):
+            candidates = candidates[window[candidates + offset] == rest[offset]]
+        found.append(candidates + chunk_start)
+    return np.concatenate(found) if found else np.array([], dtype=np.int64)
