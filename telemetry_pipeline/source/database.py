@@ -23,6 +23,8 @@ from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.source.schema import SOURCE_TABLES, column
 
 SOURCE_URL_ENV = "TELEMETRY_SOURCE_URL"
+# Queries are fetched together (fetch_together) only from a first table this large.
+FETCH_TOGETHER_MIN_ROWS = 20_000
 # For this connection only. Every query reads one night: a small part of large tables, mostly
 # from cache, by key. With the default random_page_cost (tuned for spinning disks) the planner may
 # scan all ten million codemarks instead of looking up a night's few thousand, ten times slower;
@@ -136,13 +138,16 @@ class SourceConnection:
         self._helper_by_slot = {}
 
     def fetch_together(self, queries: list[tuple[str, Mapping[str, Any], pa.Schema, str]]) -> list[pa.Table]:
-        """Several queries, each as ``fetch`` runs it, at the same time on PostgreSQL.
+        """Several queries, each as ``fetch`` runs it, at the same time on PostgreSQL when their
+        first table is large enough for it to pay.
 
         Turning a result into Arrow costs the client far more than the server its query (100,000
         users: 16 ms in PostgreSQL, 150 ms fetched), and ADBC does it without the GIL: on one
         connection each, three queries take the time of the longest. Connections beyond this one
-        are opened in their own thread, then kept as long as this one."""
-        if self.database.dialect == "sqlite" or len(queries) < 2:
+        are opened in their own thread (about 40 ms each), then kept as long as this one; below
+        FETCH_TOGETHER_MIN_ROWS rows (the planner's estimate) opening them costs more than it saves."""
+        if (self.database.dialect == "sqlite" or len(queries) < 2
+                or self._estimated_rows(queries[0][3]) < FETCH_TOGETHER_MIN_ROWS):
             return [self.fetch(sql, params, schema, table=table) for sql, params, schema, table in queries]
 
         def run(slot: int) -> pa.Table:
@@ -151,6 +156,12 @@ class SourceConnection:
 
         with ThreadPoolExecutor(max_workers=len(queries)) as pool:
             return list(pool.map(run, range(len(queries))))
+
+    def _estimated_rows(self, table: str) -> float:
+        """PostgreSQL's estimate of the table's rows (pg_class.reltuples; -1 when never analysed)."""
+        found = self.fetch("SELECT reltuples::float8 AS rows FROM pg_class WHERE oid = to_regclass(:name)",
+                           {"name": table}, pa.schema([("rows", pa.float64())]), table=table)
+        return found["rows"][0].as_py() if found.num_rows and found["rows"][0].is_valid else -1.0
 
     def _helper(self, slot: int) -> SourceConnection:
         with self._helpers_lock:

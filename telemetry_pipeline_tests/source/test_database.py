@@ -11,7 +11,7 @@ import pytest
 
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.resources import SourceDatabaseResource
-from telemetry_pipeline.source.database import SourceDatabase
+from telemetry_pipeline.source.database import FETCH_TOGETHER_MIN_ROWS, SourceDatabase
 
 SCHEMA = pa.schema([("n", pa.int64())])
 
@@ -39,21 +39,41 @@ def test_a_connection_plans_for_one_night_without_jit(postgres_url):
         assert _setting(conn, "work_mem") == "64MB"
 
 
+def _numbers(url: str, rows: int) -> None:
+    import psycopg2
+
+    with psycopg2.connect(url) as db, db.cursor() as cursor:
+        cursor.execute("CREATE TABLE numbers AS SELECT generate_series(1, %s)::bigint AS n", (rows,))
+        cursor.execute("ANALYZE numbers")
+
+
+def _queries() -> list:
+    return [(f"SELECT n + {i} AS n FROM numbers WHERE n <= :n", {"n": 1000 * (i + 1)}, SCHEMA, "numbers")
+            for i in range(3)]
+
+
 def test_queries_fetched_together_equal_each_fetched_alone(postgres_url):
-    queries = [(f"SELECT generate_series(1, :n) + {i} AS n", {"n": 1000 * (i + 1)}, SCHEMA, "series")
-               for i in range(3)]
+    _numbers(postgres_url, FETCH_TOGETHER_MIN_ROWS)
     with SourceDatabase(postgres_url).connect() as conn:
-        alone = [conn.fetch(sql, params, schema, table=table) for sql, params, schema, table in queries]
-        together = conn.fetch_together(queries)
-        again = conn.fetch_together(queries)  # on the connections the first call opened
+        alone = [conn.fetch(sql, params, schema, table=table) for sql, params, schema, table in _queries()]
+        together = conn.fetch_together(_queries())
+        again = conn.fetch_together(_queries())  # on the connections the first call opened
         assert [t.num_rows for t in together] == [1000, 2000, 3000]
         assert together == alone and again == alone
         assert _sessions(postgres_url) == 3
     assert _sessions(postgres_url) == 0  # the extra connections close with the one that opened them
 
 
+def test_queries_on_a_small_table_are_fetched_one_after_another(postgres_url):
+    _numbers(postgres_url, 5000)  # opening connections would cost more than fetching together saves
+    with SourceDatabase(postgres_url).connect() as conn:
+        assert [t.num_rows for t in conn.fetch_together(_queries())] == [1000, 2000, 3000]
+        assert _sessions(postgres_url) == 1
+
+
 def test_a_failed_query_among_those_fetched_together_is_named(postgres_url):
-    queries = [("SELECT 1::bigint AS n", {}, SCHEMA, "series"), ("SELECT n FROM no_such_table", {}, SCHEMA, "posts")]
+    _numbers(postgres_url, FETCH_TOGETHER_MIN_ROWS)
+    queries = [("SELECT n FROM numbers", {}, SCHEMA, "numbers"), ("SELECT n FROM no_such_table", {}, SCHEMA, "posts")]
     with SourceDatabase(postgres_url).connect() as conn:
         with pytest.raises(TelemetryError, match="reading table posts failed"):
             conn.fetch_together(queries)
