@@ -13,18 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import dagster as dg
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from telemetry_pipeline.io_manager import night_table, nights_of
 from telemetry_pipeline.partitions import nightly_partitions
 from telemetry_pipeline.rules.payload_scan import scan_payload
 from telemetry_pipeline.rules.plans import FREE_PLANS
 
 
-# Partitioned asset checks are "preview" in Dagster 1.13; they are what lets a check read the
-# same nights as the summary it guards, so the warning is silenced for that feature alone.
+# Partitioned asset checks are "preview" in Dagster 1.13; they are what records a night's result
+# against that night (in a run of one night), so the warning is silenced for that feature alone.
 warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*", category=dg.PreviewWarning)
 
 
@@ -60,14 +58,6 @@ def users_whose_email_may_leave(companies: pa.Table, teams: pa.Table, users: pa.
     return by_user.filter(by_user["ok_all"])["user"]
 
 
-def _payloads(table: pa.Table) -> list[pa.Buffer]:
-    """The payload column's values where they lie in the Arrow buffer (no copy)."""
-    column = table["payload"].combine_chunks()
-    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32, count=len(column) + 1, offset=column.offset * 4)
-    data = column.buffers()[2]
-    return [data.slice(int(offsets[i]), int(offsets[i + 1] - offsets[i])) for i in range(len(column))]
-
-
 def check_payload(night: str, payload: bytes | pa.Buffer, companies: pa.Table, teams: pa.Table,
                   users: pa.Table) -> NightVerdict:
     """Both checks on one night's payload, against the rows it was built from."""
@@ -79,28 +69,6 @@ def check_payload(night: str, payload: bytes | pa.Buffer, companies: pa.Table, t
         outside = emailed.filter(pc.invert(pc.is_in(emailed, value_set=allowed.result())))
     return NightVerdict([f"{night}: user {user}" for user in outside.to_pylist()],
                         [f"{night}: {problem}" for problem in scan.key_problems])
-
-
-def check_night(night: str, summary: pa.Table, companies: pa.Table, teams: pa.Table, users: pa.Table) -> NightVerdict:
-    """Both checks on a night's stored summary: each payload it holds, read where it lies."""
-    verdicts = [check_payload(night, payload, companies, teams, users) for payload in _payloads(summary)]
-    return NightVerdict([v for verdict in verdicts for v in verdict.email_violations],
-                        [p for verdict in verdicts for p in verdict.key_problems])
-
-
-def _verdicts(summary, companies, teams, users) -> list[NightVerdict]:
-    """Each night's verdict, oldest first; two nights at a time (reading and matching release the GIL)."""
-    def one(night: str) -> NightVerdict:
-        return check_night(night, *(night_table(t, night) for t in (summary, companies, teams, users)))
-
-    nights = nights_of(summary)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(one, nights))
-
-
-def emails_outside_free_companies(summary, companies, teams, users) -> list[str]:
-    """Users whose email is in a payload although some company of theirs is paid, unknown or missing."""
-    return [v for verdict in _verdicts(summary, companies, teams, users) for v in verdict.email_violations]
 
 
 SUMMARY_CHECK_SPECS = [

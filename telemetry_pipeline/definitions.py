@@ -14,7 +14,6 @@ from telemetry_pipeline.codestream_config import PHONE_HOME_URL_ENV
 from telemetry_pipeline.delivery import ALLOW_PLAIN_HTTP_ENV
 from telemetry_pipeline.io_manager import NightlyParquetIOManager
 from telemetry_pipeline.locations import ARCHIVE_DIR_ENV, OUTBOX_DIR_ENV
-from telemetry_pipeline.memory import reuse_freed_memory
 from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource, SourceDatabaseResource
 from telemetry_pipeline.source.database import SOURCE_URL_ENV
 
@@ -22,8 +21,6 @@ CONFIG_PATH_ENV = "CODESTREAM_CONFIG"
 STORAGE_URL_ENV = "TELEMETRY_STORAGE_URL"
 
 ASSETS = [*EXTRACT_ASSETS, night_summary, phone_home_delivery]
-
-reuse_freed_memory()  # for every run this code location executes (see memory.py)
 
 
 def _env(name: str) -> dg.EnvVar | None:

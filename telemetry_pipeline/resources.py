@@ -19,7 +19,7 @@ class SourceDatabaseResource(dg.ConfigurableResource):
     """The installation's database, from TELEMETRY_SOURCE_URL; unset means the demo installation."""
 
     url: str | None = None
-    _open: contextlib.ExitStack | None = PrivateAttr(default=None)
+    _closing: contextlib.ExitStack | None = PrivateAttr(default=None)  # closes the run's connection
     _connection: SourceConnection | None = PrivateAttr(default=None)
 
     def database(self) -> SourceDatabase:
@@ -31,13 +31,14 @@ class SourceDatabaseResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[SourceConnection]:
-        """The run's connection. A run in one process (a night, a backfill) initialises its
-        resources once, so its five extract steps share one connection instead of opening five
-        (40 ms each); it is closed when the run ends, and dropped after a failed query, since
-        PostgreSQL refuses everything after an error in the same transaction."""
+        """The run's connection. A run whose steps share a process (the in-process executor: a
+        backfill, `telemetry-pipeline backfill`, the demo) initialises its resources once, so its
+        five extract steps read on one connection instead of opening five (40 ms each); with a
+        process per step, each step opens its own. It is closed when the run's resources are torn
+        down, and dropped after a failure, so the next step starts on a fresh one."""
         if self._connection is None:
-            self._open = contextlib.ExitStack()
-            self._connection = self._open.enter_context(self.database().connect())
+            self._closing = contextlib.ExitStack()
+            self._connection = self._closing.enter_context(self.database().connect())
         try:
             yield self._connection
         except BaseException:
@@ -48,9 +49,9 @@ class SourceDatabaseResource(dg.ConfigurableResource):
         self._close()
 
     def _close(self) -> None:
-        if self._open is not None:
-            self._open.close()
-        self._open, self._connection = None, None
+        closing, self._closing, self._connection = self._closing, None, None
+        if closing is not None:
+            closing.close()
 
 
 class CodeStreamConfigResource(dg.ConfigurableResource):

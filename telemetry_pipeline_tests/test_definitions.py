@@ -44,10 +44,3 @@ def test_the_schedule_and_the_sensor_run_by_default():
     repository = defs.get_repository_def()
     assert repository.get_schedule_def("nightly_schedule").default_status == dg.DefaultScheduleStatus.RUNNING
     assert repository.get_sensor_def("phone_home_sensor").default_status == dg.DefaultSensorStatus.RUNNING
-
-
-def test_loading_the_code_location_makes_arrow_keep_freed_memory_for_reuse():
-    import pyarrow as pa
-
-    # jemalloc with a decay of a minute (memory.py); a fresh megabyte costs 2 ms on the measured VMs.
-    assert pa.default_memory_pool().backend_name == "jemalloc"

@@ -8,6 +8,7 @@ from telemetry_pipeline.assets.summary import summary_row
 from telemetry_pipeline.delivery import idempotency_key
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, night_table, one_ahead
+from telemetry_pipeline.rules.payload import sha256_hex
 from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, nightly_partitions, run_nights
 from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource
 
@@ -82,6 +83,7 @@ def phone_home_delivery(
         if row["send_reason"] != "phone home enabled":
             context.log.warning(f"night {key}: {row['send_reason']}")
         try:
+            _same_as_checked(key, row, payload)
             delivered = phone_home.deliver(config, night, payload)
         except TelemetryError as error:
             context.log.error(f"night {key}: {error}")
@@ -119,6 +121,13 @@ def phone_home_delivery(
     # Each night's own outcome was added above, per partition. No list of the run's nights here:
     # it would be copied into every night's event, quadratic in the length of a backfill.
     return dg.MaterializeResult(metadata={"nights_in_run": len(outcomes)})
+
+
+def _same_as_checked(night: str, row: dict, payload: memoryview) -> None:
+    """The checks read each payload as the summary built it: what goes is those bytes, or nothing."""
+    if sha256_hex(payload) != row["payload_sha256"]:
+        raise TelemetryError(f"night {night}: the stored payload is not the one the summary built and checked"
+                             f" (SHA-256 {row['payload_sha256'][:16]}…): not sent; materialize night_summary again")
 
 
 def _materialize_nights_done(context: dg.AssetExecutionContext, outcomes: list[dict]) -> None:

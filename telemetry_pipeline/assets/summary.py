@@ -120,23 +120,26 @@ def night_summary(
     with failing_clearly():
         facts = codestream_config.load().facts
         encoder = NightEncoder(facts)  # night after night, reusing what did not change
-        rows, verdicts, previous = [], [], None
+        rows, verdicts, finishing, checking = [], [], None, None
         # While a night is encoded, the night before is hashed and stored in one thread and
         # checked in another.
         with ThreadPoolExecutor(max_workers=1) as finisher, ThreadPoolExecutor(max_workers=1) as checker:
             for night in nights:
                 key = night.isoformat()
-                inputs = [night_table(t, key) for t in (companies, teams, users, user_activity, code_reviews)]
-                encoded = encoder.encode(night, *inputs)
-                if previous is not None:
-                    rows.append(previous[0].result()[0])
-                    verdicts.append(previous[1].result())
-                previous = (finisher.submit(_finish_night, _summary_fields(key, facts, encoded), encoded.payload,
-                                            spilled),
-                            checker.submit(check_payload, key, encoded.payload, *inputs[:3]))
-            row, table = previous[0].result()
+                night_companies, night_teams, night_users, night_activity, night_reviews = (
+                    night_table(t, key) for t in (companies, teams, users, user_activity, code_reviews))
+                encoded = encoder.encode(night, night_companies, night_teams, night_users, night_activity,
+                                         night_reviews)
+                if finishing is not None:
+                    rows.append(finishing.result()[0])
+                    verdicts.append(checking.result())
+                finishing = finisher.submit(_finish_night, _summary_fields(key, facts, encoded), encoded.payload,
+                                            spilled)
+                checking = checker.submit(check_payload, key, encoded.payload, night_companies, night_teams,
+                                          night_users)
+            row, table = finishing.result()
             rows.append(row)
-            verdicts.append(previous[1].result())
+            verdicts.append(checking.result())
     last = rows[-1]
     # The last night's redaction, per company.
     by_company = redaction_by_company(*(night_table(t, last["night"]) for t in (companies, teams, users)))

@@ -70,7 +70,8 @@ def scan_payload(payload: bytes | pa.Buffer) -> PayloadScan:
     buffer = pa.py_buffer(payload)
     text = _as_string_array(buffer)
     # The emailed users are read off the text while it is matched (both release the GIL); they
-    # are used only if the payload matches, which makes reading them that way sound.
+    # are used only if the payload matches, which makes reading them that way sound. On a payload
+    # that does not match, that reading may fail: its error is left in the future, unread.
     with ThreadPoolExecutor(max_workers=1) as pool:
         emailed = pool.submit(_emailed_users_of_compact, text, buffer)
         compact = pc.match_substring_regex(text, COMPACT_PAYLOAD)[0].as_py()
@@ -118,14 +119,14 @@ _CHUNK = 1 << 20
 
 
 def _occurrences(data: np.ndarray, pattern: bytes) -> np.ndarray:
-    """Offsets of every occurrence of ``pattern`` in ``data`` (a pattern that cannot overlap
-    itself), a megabyte at a time: a mask of the whole 35 MB would be 35 MB of fresh memory."""
-    first, rest = pattern[0], np.frombuffer(pattern, dtype=np.uint8)
+    """Offsets of every occurrence of ``pattern`` in ``data``, a megabyte at a time: a mask of
+    the whole 35 MB payload would be 35 MB of fresh memory."""
+    pattern_bytes = np.frombuffer(pattern, dtype=np.uint8)
     found = []
     for chunk_start in range(0, max(len(data) - len(pattern) + 1, 0), _CHUNK):
-        window = data[chunk_start:chunk_start + _CHUNK + len(pattern) - 1]
-        candidates = np.flatnonzero(window[:len(window) - len(pattern) + 1] == first)
+        window = data[chunk_start:chunk_start + _CHUNK + len(pattern) - 1]  # an occurrence may straddle
+        candidates = np.flatnonzero(window[:len(window) - len(pattern) + 1] == pattern_bytes[0])
         for offset in range(1, len(pattern)):
-            candidates = candidates[window[candidates + offset] == rest[offset]]
+            candidates = candidates[window[candidates + offset] == pattern_bytes[offset]]
         found.append(candidates + chunk_start)
     return np.concatenate(found) if found else np.array([], dtype=np.int64)

@@ -50,20 +50,20 @@ def redaction_by_company(companies: Rows, teams: Rows, users: Rows) -> list[dict
     per_company = memberships.group_by("company", use_threads=False).aggregate(
         [([], "count_all"), ("included_min", "sum")]
     ).sort_by("company")
-    company_plan = pc.index_in(per_company["company"], value_set=companies["id"])
+    plan_of_row = pc.index_in(per_company["company"], value_set=companies["id"])
     return [
         {
             "company": company_id,
-            "plan": plan if known else UNKNOWN_PLAN,
-            "free": known and (plan is None or plan in FREE_PLANS),
+            "plan": company_plan if known else UNKNOWN_PLAN,
+            "free": known and (company_plan is None or company_plan in FREE_PLANS),
             "users": users_count,
             "emails_included": included_count,
             "emails_withheld": users_count - included_count,
         }
-        for company_id, known, plan, users_count, included_count in zip(
+        for company_id, known, company_plan, users_count, included_count in zip(
             per_company["company"].to_pylist(),
-            pc.is_valid(company_plan).to_pylist(),
-            companies["plan"].take(company_plan).to_pylist(),
+            pc.is_valid(plan_of_row).to_pylist(),
+            companies["plan"].take(plan_of_row).to_pylist(),
             per_company["count_all"].to_pylist(),
             pc.fill_null(per_company["included_min_sum"], 0).to_pylist(),
         )

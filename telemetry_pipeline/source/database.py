@@ -14,7 +14,7 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -91,8 +91,10 @@ class SourceDatabase:
         try:
             yield opened
         finally:
-            opened.close_helpers()
-            connection.close()
+            try:
+                opened.close_extra_connections()
+            finally:
+                connection.close()
 
     def _connect_sqlite(self):
         if not self.path.startswith("/"):
@@ -109,18 +111,36 @@ class SourceDatabase:
         import adbc_driver_postgresql.dbapi as adbc_postgresql
 
         try:
-            connection = adbc_postgresql.connect(self._url)
+            # Autocommit: every query only reads, and a run keeps its connection from step to step;
+            # in one transaction it would hold its locks on the installation's tables all run long.
+            connection = adbc_postgresql.connect(self._url, autocommit=True)
         except Exception as error:  # the driver raises several types; all mean "cannot connect"
             raise TelemetryError(
                 f"cannot connect to source database {self.display}: {self._scrub(error)}"
             ) from None
-        cursor = connection.cursor()
+        setting = POSTGRESQL_SESSION_SETTINGS[0]
         try:
-            for setting in POSTGRESQL_SESSION_SETTINGS:
-                cursor.execute(setting)
-        finally:
-            cursor.close()
+            cursor = connection.cursor()
+            try:
+                for setting in POSTGRESQL_SESSION_SETTINGS:
+                    cursor.execute(setting)
+            finally:
+                cursor.close()
+        except Exception as error:
+            connection.close()
+            raise TelemetryError(
+                f"source database {self.display}: cannot apply {setting!r}: {self._scrub(error)}"
+            ) from None
         return connection
+
+
+class Query(NamedTuple):
+    """One query for ``SourceConnection.fetch_together``: what ``fetch`` takes."""
+
+    sql: str
+    params: Mapping[str, Any]
+    schema: pa.Schema
+    table: str
 
 
 class SourceConnection:
@@ -129,17 +149,17 @@ class SourceConnection:
         self._connection = connection
         self._unique_keys: dict[tuple[str, tuple[str, ...]], bool] = {}
         self._present: dict[str, dict[str, str | None]] | None = None
-        self._helpers = contextlib.ExitStack()  # connections of fetch_together, kept as long as this one
-        self._helper_by_slot: dict[int, SourceConnection] = {}
-        self._helpers_lock = threading.Lock()
+        self._extra = contextlib.ExitStack()  # the connections of fetch_together, kept as long as this one
+        self._extra_by_slot: dict[int, SourceConnection] = {}
+        self._extra_lock = threading.Lock()
 
-    def close_helpers(self) -> None:
-        self._helpers.close()
-        self._helper_by_slot = {}
+    def close_extra_connections(self) -> None:
+        self._extra.close()
+        self._extra_by_slot = {}
 
-    def fetch_together(self, queries: list[tuple[str, Mapping[str, Any], pa.Schema, str]]) -> list[pa.Table]:
+    def fetch_together(self, queries: list[Query]) -> list[pa.Table]:
         """Several queries, each as ``fetch`` runs it, at the same time on PostgreSQL when their
-        first table is large enough for it to pay.
+        first table is large enough for it to pay. One caller at a time, like ``fetch``.
 
         Turning a result into Arrow costs the client far more than the server its query (100,000
         users: 16 ms in PostgreSQL, 150 ms fetched), and ADBC does it without the GIL: on one
@@ -147,12 +167,13 @@ class SourceConnection:
         are opened in their own thread (about 40 ms each), then kept as long as this one; below
         FETCH_TOGETHER_MIN_ROWS rows (the planner's estimate) opening them costs more than it saves."""
         if (self.database.dialect == "sqlite" or len(queries) < 2
-                or self._estimated_rows(queries[0][3]) < FETCH_TOGETHER_MIN_ROWS):
-            return [self.fetch(sql, params, schema, table=table) for sql, params, schema, table in queries]
+                or self._estimated_rows(queries[0].table) < FETCH_TOGETHER_MIN_ROWS):
+            return [self.fetch(q.sql, q.params, q.schema, table=q.table) for q in queries]
 
         def run(slot: int) -> pa.Table:
-            sql, params, schema, table = queries[slot]
-            return (self if slot == 0 else self._helper(slot)).fetch(sql, params, schema, table=table)
+            query = queries[slot]
+            connection = self if slot == 0 else self._extra_connection(slot)
+            return connection.fetch(query.sql, query.params, query.schema, table=query.table)
 
         with ThreadPoolExecutor(max_workers=len(queries)) as pool:
             return list(pool.map(run, range(len(queries))))
@@ -163,16 +184,17 @@ class SourceConnection:
                            {"name": table}, pa.schema([("rows", pa.float64())]), table=table)
         return found["rows"][0].as_py() if found.num_rows and found["rows"][0].is_valid else -1.0
 
-    def _helper(self, slot: int) -> SourceConnection:
-        with self._helpers_lock:
-            if slot in self._helper_by_slot:
-                return self._helper_by_slot[slot]
+    def _extra_connection(self, slot: int) -> SourceConnection:
+        """The connection of ``slot`` (each thread of a fetch_together has its own slot)."""
+        with self._extra_lock:
+            if slot in self._extra_by_slot:
+                return self._extra_by_slot[slot]
         opening = self.database.connect()
-        helper = opening.__enter__()
-        with self._helpers_lock:
-            self._helpers.push(opening.__exit__)
-            self._helper_by_slot[slot] = helper
-        return helper
+        extra = opening.__enter__()
+        with self._extra_lock:
+            self._extra.push(opening.__exit__)
+            self._extra_by_slot[slot] = extra
+        return extra
 
     def fetch(self, sql: str, params: Mapping[str, Any], schema: pa.Schema, *, table: str) -> pa.Table:
         """Run one query and return its rows typed as ``schema`` (result columns in schema order)."""

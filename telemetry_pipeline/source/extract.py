@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.nights import night_bounds_ms
-from telemetry_pipeline.source.database import SourceConnection, first_null_row
+from telemetry_pipeline.source.database import Query, SourceConnection, first_null_row
 from telemetry_pipeline.source.schema import SOURCE_TABLES, column
 
 NIGHT = pa.field("night", pa.string(), nullable=False)
@@ -66,7 +66,7 @@ def _check_rows(conn: SourceConnection, rows: pa.Table, table: str, key: tuple[s
         row = first_null_row(rows, name, id_column)
         if row is not None:
             raise TelemetryError(f"table {table}: column {name} is NULL in row {id_column or 'row'}={row!r}")
-    if conn.enforces_unique(table, key):  # the database's own key rules repeats out
+    if conn.enforces_unique(table, key):  # a primary key or unique index: repeats cannot exist
         return
     counts = rows.group_by(list(key)).aggregate([([], "count_all")])
     repeated = counts.filter(pc.greater(counts["count_all"], 1))
@@ -124,14 +124,14 @@ def extract_users(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
     conn.refuse_bad_values("users", "created_at")
     conn.refuse_bad_values("provider_tokens", "has_access_token", id_column="user_id")
     users, members, tokens = conn.fetch_together([
-        (f"SELECT {', '.join(USER_COLUMNS)} FROM users WHERE created_at < :end",
-         window, _schema("users", USER_COLUMNS), "users"),
-        ("SELECT tm.team_id, tm.user_id, tm.is_admin FROM team_members tm"
-         " JOIN users u ON u.id = tm.user_id WHERE u.created_at < :end",
-         window, _schema("team_members", ["team_id", "user_id", "is_admin"]), "team_members"),
-        ("SELECT pt.user_id, pt.provider FROM provider_tokens pt"
-         " JOIN users u ON u.id = pt.user_id WHERE u.created_at < :end AND pt.has_access_token",
-         window, _schema("provider_tokens", ["user_id", "provider"]), "provider_tokens"),
+        Query(f"SELECT {', '.join(USER_COLUMNS)} FROM users WHERE created_at < :end",
+              window, _schema("users", USER_COLUMNS), "users"),
+        Query("SELECT tm.team_id, tm.user_id, tm.is_admin FROM team_members tm"
+              " JOIN users u ON u.id = tm.user_id WHERE u.created_at < :end",
+              window, _schema("team_members", ["team_id", "user_id", "is_admin"]), "team_members"),
+        Query("SELECT pt.user_id, pt.provider FROM provider_tokens pt"
+              " JOIN users u ON u.id = pt.user_id WHERE u.created_at < :end AND pt.has_access_token",
+              window, _schema("provider_tokens", ["user_id", "provider"]), "provider_tokens"),
     ])
     _check_rows(conn, users, "users")
     _check_rows(conn, members, "team_members", key=("team_id", "user_id"))

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from telemetry_pipeline.assets import summary as summary_assets
 from telemetry_pipeline.assets.extract import EXTRACT_ASSETS
 from telemetry_pipeline.assets.publish import phone_home_delivery
-from telemetry_pipeline.checks import SUMMARY_CHECK_SPECS, check_night, check_results, emails_outside_free_companies
+from telemetry_pipeline.checks import SUMMARY_CHECK_SPECS, check_payload, check_results
 from telemetry_pipeline.codestream_config import load_installation_config
 from telemetry_pipeline.definitions import ASSETS
 from telemetry_pipeline.io_manager import NightlyParquetIOManager
@@ -297,17 +298,13 @@ def test_three_nights_in_one_run_post_oldest_first_with_their_own_keys(sources, 
 # The checks that guard what leaves
 # ---------------------------------------------------------------------------------------------
 
-def _summary_table(*payloads: dict) -> pa.Table:
-    return pa.Table.from_pylist([{"night": p["date"], "payload": json.dumps(p)} for p in payloads])
-
-
 def _payload(users: list[dict], night=D) -> dict:
     return {"date": night, "installationId": "inst-1", "installationVersion": "N/A", "outboundEmailEnabled": False,
             "slackInteractiveComponentsEnabled": False, "integrations": [], "companies": [], "teams": [],
             "users": users, "codeReviews": []}
 
 
-def test_emails_outside_free_companies_finds_each_email_that_must_not_leave():
+def test_the_email_check_finds_each_email_that_must_not_leave():
     companies = pa.Table.from_pylist([
         {"night": D, "id": "c-free", "plan": "FREEPLAN"}, {"night": D, "id": "c-null", "plan": None},
         {"night": D, "id": "c-paid", "plan": "BUSINESS"}, {"night": D, "id": "c-odd", "plan": "freeplan"},
@@ -322,19 +319,21 @@ def test_emails_outside_free_companies_finds_each_email_that_must_not_leave():
     users = pa.Table.from_pylist([{"night": D, "id": u, "team_ids": t} for u, t in members.items()])
     payload_users = [{"id": u, "email": f"{u}@example.com"} for u in members if u != "paid-no-email"]
     payload_users.append({"id": "paid-no-email"})
-    violations = emails_outside_free_companies(_summary_table(_payload(payload_users)), companies, teams, users)
-    assert sorted(violations) == sorted(f"{D}: user {u}" for u in
-                                        ("paid", "odd", "ghost", "lonely", "unknown-team"))
+    verdict = check_payload(D, json.dumps(_payload(payload_users)).encode(), companies, teams, users)
+    assert sorted(verdict.email_violations) == sorted(f"{D}: user {u}" for u in
+                                                      ("paid", "odd", "ghost", "lonely", "unknown-team"))
 
 
-def test_emails_outside_free_companies_reads_each_night_on_its_own():
+def test_the_email_check_judges_a_night_by_its_own_rows():
     """A user free on night A but paid on night D: only D's email is a violation."""
-    companies = pa.Table.from_pylist([{"night": A, "id": "c1", "plan": "FREEPLAN"},
-                                      {"night": D, "id": "c1", "plan": "BUSINESS"}])
-    teams = pa.Table.from_pylist([{"night": n, "id": "t1", "company_id": "c1"} for n in (A, D)])
-    users = pa.Table.from_pylist([{"night": n, "id": "u1", "team_ids": ["t1"]} for n in (A, D)])
-    summary = _summary_table(*(_payload([{"id": "u1", "email": "u1@example.com"}], n) for n in (A, D)))
-    assert emails_outside_free_companies(summary, companies, teams, users) == [f"{D}: user u1"]
+    teams = pa.Table.from_pylist([{"id": "t1", "company_id": "c1"}])
+    users = pa.Table.from_pylist([{"id": "u1", "team_ids": ["t1"]}])
+    verdicts = {
+        night: check_payload(night, json.dumps(_payload([{"id": "u1", "email": "u1@example.com"}], night)).encode(),
+                             pa.Table.from_pylist([{"id": "c1", "plan": plan}]), teams, users)
+        for night, plan in ((A, "FREEPLAN"), (D, "BUSINESS"))
+    }
+    assert verdicts[A].email_violations == [] and verdicts[D].email_violations == [f"{D}: user u1"]
 
 
 def test_payload_key_problems_accepts_the_contract_and_names_every_deviation(sources, tmp_path):
@@ -378,9 +377,9 @@ def _crafted_summary(craft):
             payload = craft(json.loads(row["payload"]))
             encoded = encode_payload(payload)
             row.update(payload=encoded.decode(), payload_sha256=sha256_hex(encoded), payload_bytes=len(encoded))
-        crafted = pa.Table.from_pylist(rows, schema=real.schema)
-        verdict = check_night(context.partition_key, crafted, companies, teams, users)
-        return dg.MaterializeResult(value=crafted, check_results=check_results([verdict]))
+        verdicts = [check_payload(row["night"], row["payload"].encode(), companies, teams, users) for row in rows]
+        return dg.MaterializeResult(value=pa.Table.from_pylist(rows, schema=real.schema),
+                                    check_results=check_results(verdicts))
 
     return night_summary
 
@@ -422,6 +421,23 @@ def test_a_failing_check_blocks_the_publish(sources, tmp_path, instance, collect
     metadata = delivery_metadata(result)
     assert metadata["outcome"] == "not sent"
     assert check in metadata["reason"]
+    assert collector.requests == [] and outbox_files(tmp_path) == []
+
+
+def test_a_stored_payload_changed_after_its_checks_is_not_sent(sources, tmp_path, instance, collector):
+    """The checks read the payload as it was built; the publish sends those bytes or nothing."""
+    config = write_config(tmp_path / "codestream.json", phoneHomeUrl=collector.url)
+    assert materialize(tmp_path, sources["mixed"], config, instance,
+                       selection=dg.AssetSelection.assets("night_summary").upstream()).success
+    stored = tmp_path / "storage" / "telemetry" / "night_summary" / f"{D}.parquet"
+    table = pq.read_table(stored)
+    altered = table["payload"][0].as_py().replace('"users":[', '"users":[{"id":"x","email":"x@example.com"},', 1)
+    pq.write_table(table.set_column(table.schema.get_field_index("payload"), "payload", pa.array([altered])), stored)
+
+    result = materialize(tmp_path, sources["mixed"], config, instance, selection=["phone_home_delivery"])
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "not the one the summary built and checked" in failure.event_specific_data.error.message
     assert collector.requests == [] and outbox_files(tmp_path) == []
 
 

@@ -44,7 +44,7 @@ def test_a_payload_off_the_compact_grammar_is_judged_by_json(rows, change):
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # the same chunk size for every input
-@given(data=st.binary(max_size=200), pattern=st.sampled_from([b'},{"id":', b"ab", b"x"]))
+@given(data=st.binary(max_size=200), pattern=st.sampled_from([b'},{"id":', b"ab", b"x", b"aa"]))
 def test_occurrences_are_found_across_chunk_edges(monkeypatch, chunk, data, pattern):
     monkeypatch.setattr(payload_scan, "_CHUNK", chunk)
     text = data.replace(b"\x00", pattern)  # plant the pattern where the data had a zero byte

@@ -11,7 +11,7 @@ import pytest
 
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.resources import SourceDatabaseResource
-from telemetry_pipeline.source.database import FETCH_TOGETHER_MIN_ROWS, SourceDatabase
+from telemetry_pipeline.source.database import FETCH_TOGETHER_MIN_ROWS, Query, SourceDatabase
 
 SCHEMA = pa.schema([("n", pa.int64())])
 
@@ -39,6 +39,20 @@ def test_a_connection_plans_for_one_night_without_jit(postgres_url):
         assert _setting(conn, "work_mem") == "64MB"
 
 
+def test_a_connection_holds_no_transaction_open_between_queries(postgres_url):
+    """A run keeps its connection from step to step: idle, it must not hold locks on the tables."""
+    import psycopg2
+
+    _numbers(postgres_url, 10)
+    database = urllib.parse.urlsplit(postgres_url).path.lstrip("/")
+    with SourceDatabase(postgres_url).connect() as conn:
+        conn.fetch("SELECT n FROM numbers", {}, SCHEMA, table="numbers")
+        with psycopg2.connect(postgres_url) as db, db.cursor() as cursor:
+            cursor.execute("SELECT state FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                           (database,))
+            assert [state for (state,) in cursor.fetchall()] == ["idle"]
+
+
 def _numbers(url: str, rows: int) -> None:
     import psycopg2
 
@@ -48,7 +62,7 @@ def _numbers(url: str, rows: int) -> None:
 
 
 def _queries() -> list:
-    return [(f"SELECT n + {i} AS n FROM numbers WHERE n <= :n", {"n": 1000 * (i + 1)}, SCHEMA, "numbers")
+    return [Query(f"SELECT n + {i} AS n FROM numbers WHERE n <= :n", {"n": 1000 * (i + 1)}, SCHEMA, "numbers")
             for i in range(3)]
 
 
@@ -73,7 +87,8 @@ def test_queries_on_a_small_table_are_fetched_one_after_another(postgres_url):
 
 def test_a_failed_query_among_those_fetched_together_is_named(postgres_url):
     _numbers(postgres_url, FETCH_TOGETHER_MIN_ROWS)
-    queries = [("SELECT n FROM numbers", {}, SCHEMA, "numbers"), ("SELECT n FROM no_such_table", {}, SCHEMA, "posts")]
+    queries = [Query("SELECT n FROM numbers", {}, SCHEMA, "numbers"),
+               Query("SELECT n FROM no_such_table", {}, SCHEMA, "posts")]
     with SourceDatabase(postgres_url).connect() as conn:
         with pytest.raises(TelemetryError, match="reading table posts failed"):
             conn.fetch_together(queries)
