@@ -398,7 +398,6 @@ def _undocumented_key(payload: dict) -> dict:
     return {**payload, "hostname": "build-01"}
 
 
-@pytest.mark.filterwarnings("ignore:.*backfill_policy.*:dagster.BetaWarning")
 @pytest.mark.parametrize("craft, check", [
     (_email_of_paid_user, "no_email_outside_free_companies"),
     (_undocumented_key, "payload_has_documented_keys"),
