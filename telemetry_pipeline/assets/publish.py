@@ -8,9 +8,9 @@ from telemetry_pipeline.assets.summary import summary_row
 from telemetry_pipeline.delivery import idempotency_key
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, night_table, one_ahead
-from telemetry_pipeline.rules.payload import sha256_hex
 from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, nightly_partitions, run_nights
 from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource
+from telemetry_pipeline.rules.payload import sha256_hex
 
 
 def night_metadata(outcome: dict) -> dict:

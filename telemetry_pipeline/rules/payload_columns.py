@@ -239,6 +239,11 @@ def _is_free(plan: pa.Array) -> pa.Array:
     return pc.or_kleene(pc.is_null(plan), pc.is_in(plan, value_set=_FREE))
 
 
+def emails_included(users: pa.Table, teams: pa.Table, companies: pa.Table) -> np.ndarray:
+    """Per user, whether plans.email_decision includes their email (a boolean array)."""
+    return _email_decisions(users, teams, companies) == _INCLUDED
+
+
 def _email_decisions(users: pa.Table, teams: pa.Table, companies: pa.Table) -> np.ndarray:
     """Per user, the code of plans.email_decision: the first of the user's teams that fails decides."""
     team_lists = users["team_ids"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from telemetry_pipeline.rules.plans import FREE_PLANS
+from telemetry_pipeline.rules.payload_columns import emails_included
+from telemetry_pipeline.rules.plans import is_free_plan
 
 UNKNOWN_PLAN = "(no such company)"
 
@@ -24,24 +24,17 @@ def redaction_by_company(companies: Rows, teams: Rows, users: Rows) -> list[dict
     emails are included or withheld, sorted by company id.
 
     An email is included only when the user is in a team, and every team of theirs and its company
-    exist and the company is on a free plan (rules/plans.py, ``email_decision``). A user counts once
-    in each of their companies, so a user of a free and a paid company is a withheld email in both
-    rows: the paid company is why. A team whose company does not exist gets a row for that missing
+    exist and the company is on a free plan (rules/plans.py, ``email_decision``, as the payload
+    encoder applies it). A user counts once in each of their companies, so a user of a free and a
+    paid company is a withheld email in both rows: the paid company is why. A team whose company does not exist gets a row for that missing
     company, plan ``(no such company)``. Rows are Arrow tables or lists of dicts (ids unique).
     """
     companies, teams, users = _table(companies, _COMPANIES), _table(teams, _TEAMS), _table(users, _USERS)
+    included = emails_included(users, teams, companies)  # the encoder's own decision, user by user
     team_lists = users["team_ids"]
     member_of = pc.list_parent_indices(team_lists).to_numpy()  # one element per (user, team)
     team_index = pc.index_in(pc.list_flatten(team_lists), value_set=teams["id"])
     company = teams["company_id"].take(team_index)  # null: no such team
-    plan_index = pc.index_in(company, value_set=companies["id"])  # null: no such company
-    plan = companies["plan"].take(plan_index)
-    free = pc.or_kleene(pc.is_null(plan), pc.is_in(plan, value_set=pa.array(sorted(FREE_PLANS))))
-    element_ok = pc.fill_null(pc.and_kleene(pc.is_valid(plan_index), free), False).to_numpy(zero_copy_only=False)
-
-    included = np.zeros(len(users), dtype=bool)
-    included[np.unique(member_of)] = True  # in at least one team
-    included[member_of[~element_ok]] = False  # and none of them fails
     known_team = pc.is_valid(team_index).to_numpy(zero_copy_only=False)
     memberships = pa.table({
         "user": member_of[known_team], "company": company.filter(pc.is_valid(team_index)),
@@ -55,7 +48,7 @@ def redaction_by_company(companies: Rows, teams: Rows, users: Rows) -> list[dict
         {
             "company": company_id,
             "plan": company_plan if known else UNKNOWN_PLAN,
-            "free": known and (company_plan is None or company_plan in FREE_PLANS),
+            "free": known and is_free_plan(company_plan),
             "users": users_count,
             "emails_included": included_count,
             "emails_withheld": users_count - included_count,
