@@ -18,12 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from telemetry_pipeline.delivery import Delivery, display_url, idempotency_key, outbox_path
 from telemetry_pipeline.errors import TelemetryError
+from telemetry_pipeline.files import write_durably
 from telemetry_pipeline.rules.payload import sha256_hex
 
 RECEIPT_SUFFIX = ".receipt.json"
@@ -111,20 +111,20 @@ def record_delivery(
         if previous and previous.latest["bodySha256"] != entry["bodySha256"] and body_path.exists():
             # The night goes again with other bytes: the earlier body keeps its own name.
             kept = body_path.with_name(f"{body_path.name[:-len('.json')]}.{previous.latest['bodySha256'][:16]}.json")
-            _write_atomically(kept, body_path.read_bytes())
+            write_durably(kept, body_path.read_bytes(), prefix=".archive-")
             deliveries = [
                 {**d, "bodyFile": kept.name} if d["bodyFile"] == body_path.name else d for d in deliveries
             ]
-        _write_atomically(body_path, body)
+        write_durably(body_path, body, prefix=".archive-")
         receipt = {
             "installationId": installation_id,
             "night": night,
             "idempotencyKey": idempotency_key(installation_id, night),
             "deliveries": [*deliveries, entry],
         }
-        _write_atomically(
+        write_durably(
             receipt_path(folder, installation_id, night),
-            json.dumps(receipt, indent=2, ensure_ascii=False).encode("utf-8") + b"\n",
+            json.dumps(receipt, indent=2, ensure_ascii=False).encode("utf-8") + b"\n", prefix=".archive-",
         )
     except OSError as error:
         raise TelemetryError(f"archive {folder}: cannot write the receipt of night {night}: {error.strerror}") from None
@@ -157,16 +157,3 @@ def _read_receipt(path: Path) -> ArchivedNight:
     except (ValueError, KeyError, TypeError) as error:
         what = f"key {error.args[0]} missing or malformed" if isinstance(error, KeyError) else "not valid JSON"
         raise TelemetryError(f"archive receipt {path}: {what}") from None
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".archive-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:  # mkstemp creates it 0600
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())  # a receipt is a proof: it must survive a crash
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

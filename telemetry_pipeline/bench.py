@@ -306,6 +306,7 @@ def _measure_extract(first: str, last: str, workdir: str) -> dict:
         SourceConnection,
         SourceDatabase,
         _bind,
+        postgresql_statement,
     )
 
     nights = _nights(first, last)
@@ -341,7 +342,7 @@ def _measure_extract(first: str, last: str, workdir: str) -> dict:
             for setting in POSTGRESQL_SESSION_SETTINGS:
                 cursor.execute(setting)
             for sql, params in queries:
-                text, values = _bind(sql, params, "$")
+                text, values = postgresql_statement(sql, params)  # as the extraction sends it
                 cursor.execute(text, parameters=values or None)
                 cursor.fetch_arrow_table()
             cursor.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from urllib3.exceptions import (
 from urllib3.util.retry import Retry
 
 from telemetry_pipeline.errors import TelemetryError
+from telemetry_pipeline.files import write_durably
 
 # 408, 429 and every 5xx are worth another try; any other non-2xx reply is final.
 RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
@@ -251,18 +251,12 @@ def outbox_path(outbox_dir: str | os.PathLike, installation_id: str, night: str)
 
 def write_to_outbox(outbox_dir: str | os.PathLike, installation_id: str, night: str,
                     payload: bytes | memoryview) -> Delivery:
-    """Offline mode: the payload, as it would be sent, in ``<installationId>_<D>.json`` (mode 0600)."""
+    """Offline mode: the payload, as it would be sent, in ``<installationId>_<D>.json`` (mode 0600),
+    on disk when this returns."""
     target = outbox_path(outbox_dir, installation_id, night)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".pending-", suffix=".json")
-        try:
-            with os.fdopen(handle, "wb") as stream:  # mkstemp creates it 0600
-                stream.write(payload)
-            os.replace(temporary, target)  # a reader never sees half a file
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_durably(target, payload, prefix=".pending-", suffix=".json")
     except OSError as error:
         raise TelemetryError(f"outbox {target.parent}: cannot write {target.name}: {error.strerror}") from None
     return Delivery("written to outbox", str(target), attempts=1)

@@ -48,10 +48,11 @@ class NightlyTables(Mapping):
     """An asset's nights, oldest first, one Arrow table each, read (or built) when asked for."""
 
     def __init__(self, nights: Sequence[str], read: Callable[[str], pa.Table],
-                 files: Mapping[str, Path] | None = None):
+                 files: Mapping[str, Path] | None = None, held: Mapping[str, pa.Table] | None = None):
         self._nights = list(nights)
         self._read = read
         self.files = files  # when every night is already a file: night -> path
+        self.held = dict(held or {})  # nights also still in memory, handed to the run's readers as they are
 
     def __getitem__(self, night: str) -> pa.Table:
         if night not in self._nights:
@@ -93,6 +94,8 @@ def night_table(value: pa.Table | NightlyTables, night: str) -> pa.Table:
     """One night's rows of an input, whichever form it came in (empty when it has none)."""
     if isinstance(value, NightlyTables):
         return value[night]
+    if value.num_rows and [bound.as_py() for bound in pc.min_max(value[NIGHT]).values()] == [night, night]:
+        return value  # a run of one night: all of it, uncopied
     return value.filter(pc.equal(value[NIGHT], night))
 
 
@@ -110,22 +113,26 @@ def one_ahead(items: Sequence, load: Callable) -> Iterator[tuple]:
 
 
 class SpilledNights:
-    """Nights written to Parquet files as they are built, in a folder of their own; the IO manager
-    moves the files into place. Memory holds one night, however many the run has."""
+    """Nights written to Parquet files as they are built (by the asset's own threads, while it
+    works on the next night), in a folder of their own; the IO manager moves the files into place.
+    Memory holds the last night, however many the run has: the run's readers take it from there."""
 
     def __init__(self):
         self._folder = Path(tempfile.mkdtemp(prefix="telemetry-nights-"))
         self._files: dict[str, Path] = {}
+        self._last: tuple[str, pa.Table] | None = None
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
 
     def add(self, night: str, table: pa.Table) -> None:
         path = self._folder / f"{night}.parquet"
         _write_file(table, path)
         self._files[night] = path
+        self._last = (night, table)
 
     def tables(self) -> NightlyTables:
-        files = dict(self._files)
-        tables = NightlyTables(list(files), lambda night: _read_file(files[night]), files=files)
+        files, held = dict(self._files), dict([self._last] if self._last else [])
+        tables = NightlyTables(list(files), lambda night: held[night] if night in held else _read_file(files[night]),
+                               files=files, held=held)
         tables._spill = self  # the folder lives as long as the tables that point into it
         return tables
 
@@ -204,6 +211,8 @@ class _NightlyParquetStore(dg.IOManager):
                     self._place_file(obj.files[night], self._path(context.asset_key, night))
                 else:
                     self._write(obj[night], self._path(context.asset_key, night))
+            for night, table in obj.held.items():
+                self._stored[(tuple(context.asset_key.path), night)] = table
             return
         parts = split_by_night(obj)
         empty = obj.slice(0, 0)

@@ -39,6 +39,9 @@ class SourceDatabaseResource(dg.ConfigurableResource):
         if self._connection is None:
             self._closing = contextlib.ExitStack()
             self._connection = self._closing.enter_context(self.database().connect())
+            # A large installation's users are read on three connections: the other two open
+            # while the first steps run.
+            self._connection.open_extra_connections("users")
         try:
             yield self._connection
         except BaseException:

@@ -63,17 +63,24 @@ def phone_home_delivery(
     with failing_clearly():
         config = codestream_config.load()
     outcomes = []
-    # Oldest first; the next night's summary is read while this one is delivered.
-    for night, (row, payload) in one_ahead(
-        run_nights(context), lambda night: summary_row(night_table(night_summary, night.isoformat()))
+    nights = run_nights(context)
+    history = gate.summary_history(context.instance, [night.isoformat() for night in nights])
+    checks_by_run: dict[str, gate.Gate] = {}  # a backfill's nights share their summary's run
+    # Oldest first; the next night's summary is read and hashed while this one is delivered.
+    for night, (row, payload, stored_sha256) in one_ahead(
+        nights, lambda night: _stored_night(night_summary, night.isoformat())
     ):
         key = night.isoformat()
         decision = gate.summary_gate(row, config.disable_phone_home)
         if decision.open:
-            decision = gate.opted_out_history_gate(context.instance, key)
-        if decision.open:
-            record = gate.latest_summary_record(context.instance, key)
-            decision = gate.checks_gate(context.instance, record) if record else gate.Gate(False, "no summary")
+            decision = gate.opted_out_gate(history[key])
+        if decision.open and not history[key]:
+            decision = gate.Gate(False, "no summary")
+        elif decision.open:
+            latest = history[key][0]
+            if latest.run_id not in checks_by_run:
+                checks_by_run[latest.run_id] = gate.checks_gate(context.instance, latest)
+            decision = checks_by_run[latest.run_id]
         outcome = {"night": key, "payload_sha256": row["payload_sha256"], "payload_bytes": row["payload_bytes"]}
         if not decision.open:
             context.log.info(f"night {key}: not sent: {decision.reason}")
@@ -83,7 +90,7 @@ def phone_home_delivery(
         if row["send_reason"] != "phone home enabled":
             context.log.warning(f"night {key}: {row['send_reason']}")
         try:
-            _same_as_checked(key, row, payload)
+            _same_as_checked(key, row, stored_sha256)
             delivered = phone_home.deliver(config, night, payload)
         except TelemetryError as error:
             context.log.error(f"night {key}: {error}")
@@ -123,9 +130,15 @@ def phone_home_delivery(
     return dg.MaterializeResult(metadata={"nights_in_run": len(outcomes)})
 
 
-def _same_as_checked(night: str, row: dict, payload: memoryview) -> None:
+def _stored_night(night_summary: "pa.Table | NightlyTables", night: str) -> tuple[dict, memoryview, str]:
+    """The night's summary row, its payload as stored, and that payload's SHA-256."""
+    row, payload = summary_row(night_table(night_summary, night))
+    return row, payload, sha256_hex(payload)
+
+
+def _same_as_checked(night: str, row: dict, stored_sha256: str) -> None:
     """The checks read each payload as the summary built it: what goes is those bytes, or nothing."""
-    if sha256_hex(payload) != row["payload_sha256"]:
+    if stored_sha256 != row["payload_sha256"]:
         raise TelemetryError(f"night {night}: the stored payload is not the one the summary built and checked"
                              f" (SHA-256 {row['payload_sha256'][:16]}…): not sent; materialize night_summary again")
 

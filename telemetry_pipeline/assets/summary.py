@@ -1,13 +1,19 @@
 """Transform: the night's payload, with the plan-based email redaction applied."""
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from telemetry_pipeline.checks import SUMMARY_CHECK_SPECS, check_payload, check_results
+from telemetry_pipeline.checks import (
+    SUMMARY_CHECK_SPECS,
+    NightVerdict,
+    check_payload,
+    check_results,
+    users_whose_email_may_leave,
+)
 from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, SpilledNights, night_table
 from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, nightly_partitions, run_nights
 from telemetry_pipeline.resources import CodeStreamConfigResource
@@ -45,7 +51,7 @@ REDACTION_SCHEMA = dg.TableSchema(columns=[
 def summary_row(table: pa.Table) -> tuple[dict, memoryview]:
     """A night's summary row without its payload, and the payload's bytes where they lie in the
     column's buffer (tens of megabytes on a large installation: neither a str nor a copy)."""
-    payload = table["payload"].combine_chunks()
+    payload = table.combine_chunks()["payload"].chunk(0)  # a table's combine_chunks keeps a single chunk uncopied
     offsets = np.frombuffer(payload.buffers()[1], dtype=np.int32, count=2, offset=payload.offset * 4)
     row = table.drop_columns(["payload"]).slice(0, 1).to_pylist()[0]
     return row, memoryview(payload.buffers()[2].slice(int(offsets[0]), int(offsets[1] - offsets[0])))
@@ -70,13 +76,16 @@ def _summary_fields(night: str, facts, encoded) -> dict:
     }
 
 
-def _finish_night(fields: dict, payload: bytes, spilled: SpilledNights | None) -> tuple[dict, pa.Table]:
-    """The night's hash and its one-row table, written to disk when the run has many nights."""
+def _finish_night(fields: dict, payload: bytes, spilled: SpilledNights) -> dict:
+    """The night's hash, and its one-row table written to disk."""
     row = {**fields, "payload_sha256": sha256_hex(payload), "payload_bytes": len(payload)}
-    table = _summary_table(row, payload)
-    if spilled is not None:
-        spilled.add(row["night"], table)
-    return row, table
+    spilled.add(row["night"], _summary_table(row, payload))
+    return row
+
+
+def _check_night(night: str, payload: bytes | pa.Buffer, may_leave: Future) -> NightVerdict:
+    # Run by the checker, which takes its tasks in order: may_leave is done by then.
+    return check_payload(night, payload, may_leave.result())
 
 
 def _summary_table(row: dict, payload: bytes) -> pa.Table:
@@ -115,8 +124,8 @@ def night_summary(
 ) -> dg.MaterializeResult:
     """The night's phone-home payload, emails redacted by plan, and whether it may be sent."""
     nights = run_nights(context)
-    # A night's payload of 100,000 users is tens of megabytes: many nights go to disk as they are built.
-    spilled = SpilledNights() if len(nights) > 1 else None
+    # A night's payload of 100,000 users is tens of megabytes: each night goes to disk as it is built.
+    spilled = SpilledNights()
     with failing_clearly():
         facts = codestream_config.load().facts
         encoder = NightEncoder(facts)  # night after night, reusing what did not change
@@ -124,25 +133,27 @@ def night_summary(
         # While a night is encoded, the night before is hashed and stored in one thread and
         # checked in another.
         with ThreadPoolExecutor(max_workers=1) as finisher, ThreadPoolExecutor(max_workers=1) as checker:
+            # The last night's redaction per company, for the metadata, while the first night is encoded.
+            last_night = nights[-1].isoformat()
+            by_company = finisher.submit(redaction_by_company,
+                                         *(night_table(t, last_night) for t in (companies, teams, users)))
             for night in nights:
                 key = night.isoformat()
                 night_companies, night_teams, night_users, night_activity, night_reviews = (
                     night_table(t, key) for t in (companies, teams, users, user_activity, code_reviews))
+                # Whose email may leave needs the rows only: worked out while the payload is encoded.
+                may_leave = checker.submit(users_whose_email_may_leave, night_companies, night_teams, night_users)
                 encoded = encoder.encode(night, night_companies, night_teams, night_users, night_activity,
                                          night_reviews)
                 if finishing is not None:
-                    rows.append(finishing.result()[0])
+                    rows.append(finishing.result())
                     verdicts.append(checking.result())
                 finishing = finisher.submit(_finish_night, _summary_fields(key, facts, encoded), encoded.payload,
                                             spilled)
-                checking = checker.submit(check_payload, key, encoded.payload, night_companies, night_teams,
-                                          night_users)
-            row, table = finishing.result()
-            rows.append(row)
+                checking = checker.submit(_check_night, key, encoded.payload, may_leave)
+            rows.append(finishing.result())
             verdicts.append(checking.result())
-    last = rows[-1]
-    # The last night's redaction, per company.
-    by_company = redaction_by_company(*(night_table(t, last["night"]) for t in (companies, teams, users)))
+    last, by_company = rows[-1], by_company.result()
     metadata = {
         "nights": len(rows),
         **night_metadata(last),
@@ -155,7 +166,7 @@ def night_summary(
         for row in rows:
             context.add_asset_metadata(night_metadata(row), partition_key=row["night"])
     # Dagster runs the summary only with both its checks (it cannot be materialized without them).
-    return dg.MaterializeResult(value=spilled.tables() if spilled is not None else table, metadata=metadata,
+    return dg.MaterializeResult(value=spilled.tables(), metadata=metadata,
                                 check_results=check_results(verdicts))
 
 

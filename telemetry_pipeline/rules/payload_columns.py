@@ -4,8 +4,8 @@ It gives byte for byte what ``encode_payload(build_night_summary(...).payload)``
 same rows (rules/payload.py stays the readable reference, and the tests hold the two against
 each other). Building dicts for 100,000 users and encoding them costs about a second a night;
 here every field of every entry is formatted by Arrow compute kernels, each entry is joined into
-its JSON text in one pass, and a section of the payload is the data buffer of that array, so a
-night takes tens of milliseconds.
+its JSON text in one pass, and the payload is laid out by one take over those texts, in the
+buffer the take returns, so a night takes tens of milliseconds.
 
 Rows the fast path does not model (a time outside the calendar, a repeated company, team or
 activity id) go through the reference builder instead, which raises or resolves them exactly as
@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +48,7 @@ _INCLUDED, _NO_COMPANY, _UNKNOWN_TEAM, _UNKNOWN_COMPANY, _PAID = range(5)
 class EncodedNight:
     """The night's payload bytes and the figures the summary reports about them."""
 
-    payload: bytes
+    payload: bytes | pa.Buffer  # pa.Buffer: the data buffer the encoder laid the payload out in
     send: plans.SendDecision
     email_reasons: Counter
     companies: int
@@ -79,23 +80,37 @@ def encode_night(
     return NightEncoder(facts).encode(night, companies, teams, users, activity, code_reviews)
 
 
-# The users' columns their JSON is made of, apart from the email decision and the night's counts.
+# The users' columns their JSON and their email decision are made of, apart from the night's counts.
 _USER_COLUMNS = ("id", "email", "is_registered", "deactivated", "is_admin", "registered_at", "join_method",
-                 "last_login", "last_origin", "last_origin_detail")
+                 "last_login", "last_origin", "last_origin_detail", "team_ids")
+_NO_ACTIVITY = ',"codemarks":0,"codemarksInReviews":0,"reviews":0,"replies":0}'
+_HALVES_FROM = 20_000  # new users of a night: from this many, encoded in two threads
+
+
+@dataclass(frozen=True)
+class _Users:
+    """A night's users as the next night may reuse them, in the order they were given."""
+
+    rows: pa.Table  # _USER_COLUMNS
+    teams: pa.Table  # the teams and companies their email decisions were made against
+    companies: pa.Table
+    codes: np.ndarray  # each user's email decision
+    entries: pa.ChunkedArray  # each user's JSON up to its counts: ',{"id":…' with the email where it goes
 
 
 class NightEncoder:
     """Encodes nights one after another, as a backfill does.
 
-    Most of a payload is its users, and a user's JSON is the same from one night to the next
-    unless their row changed or the night's counts did. So each night keeps its users' JSON
-    fragments, and the next night reuses them when every user of the night before is still
-    there with the same row (new users are encoded and slotted in); otherwise all are encoded.
+    Most of a payload is its users, and a user's JSON is the same from one night to the next but
+    for the night's counts. A backfill's nights see one snapshot of the users, each night those
+    created by its end, so a night's users are the night before's followed by the new ones. When
+    they are (and the teams and companies are the same), the users of the night before keep their
+    JSON and email decisions and only the new ones are encoded; otherwise all of them are.
     """
 
     def __init__(self, facts: InstallationFacts):
         self.facts = facts
-        self._users: pa.Table | None = None  # the last night's users by id: _USER_COLUMNS, then fragments
+        self._users: _Users | None = None
 
     def encode(self, night: dt.date, companies: pa.Table, teams: pa.Table, users: pa.Table,
                activity: pa.Table, code_reviews: pa.Table) -> EncodedNight:
@@ -109,14 +124,13 @@ class NightEncoder:
         paid_companies = len(companies) - pc.sum(_is_free(companies["plan"])).as_py() if len(companies) else 0
         listed_companies = _sorted(companies.filter(pc.less(companies["created_at"], night_end)), "id")
         listed_teams = _sorted(teams.filter(pc.less(teams["created_at"], night_end)), "id")
-        listed_users = _sorted(users, "id")
         listed_reviews = _sorted(code_reviews, "review_id")
-        if not _modelled(listed_companies, listed_teams, listed_users, listed_reviews, companies, teams, activity):
+        if not _modelled(listed_companies, listed_teams, users, listed_reviews, companies, teams, activity):
             self._users = None
             return _by_reference(night, facts, companies, teams, users, activity, code_reviews, paid_companies)
 
-        reasons = _email_decisions(listed_users, teams, companies)
-        counts = _activity_counts(listed_users, activity)
+        known = self._users_of(users, teams, companies)
+        counts = _activity_counts(users, activity)
         head = encode_payload({
             "date": night.isoformat(),
             "installationId": facts.installation_id,
@@ -125,77 +139,104 @@ class NightEncoder:
             "slackInteractiveComponentsEnabled": facts.slack_interactive_components_enabled,
             "integrations": _integrations(users),
         })
-        payload = b"".join([
-            head[:-1], b',"companies":[', _company_entries(listed_companies),
-            b'],"teams":[', _team_entries(listed_teams),
-            b'],"users":[', self._user_entries(listed_users, reasons == _INCLUDED, counts),
-            b'],"codeReviews":[', _review_entries(listed_reviews), b"]}",
-        ])
-        active = int(np.count_nonzero(np.sum(counts, axis=0))) if len(listed_users) else 0
+        before_users = b"".join([head[:-1], b',"companies":[', _company_entries(listed_companies),
+                                 b'],"teams":[', _team_entries(listed_teams), b'],"users":['])
+        after_users = b"".join([b'],"codeReviews":[', _review_entries(listed_reviews), b"]}"])
         return EncodedNight(
-            payload=payload,
+            payload=_laid_out(before_users, known.entries, users["id"], counts, after_users),
             send=plans.opt_out_decision(facts.disable_phone_home, companies["plan"].to_pylist()),
             email_reasons=Counter({_REASONS[code]: int(n) for code, n in
-                                   enumerate(np.bincount(reasons, minlength=len(_REASONS))) if n}),
-            companies=len(listed_companies), teams=len(listed_teams), users=len(listed_users),
-            active_users=active, code_reviews=len(listed_reviews), paid_companies=paid_companies,
+                                   enumerate(np.bincount(known.codes, minlength=len(_REASONS))) if n}),
+            companies=len(listed_companies), teams=len(listed_teams), users=len(users),
+            active_users=int(np.count_nonzero(counts.any(axis=0))), code_reviews=len(listed_reviews),
+            paid_companies=paid_companies,
         )
 
-    def _user_entries(self, users: pa.Table, include_email: np.ndarray, counts: np.ndarray):
-        if len(users) == 0:
-            self._users = None
-            return b""
-        rows = users.select(list(_USER_COLUMNS))
-        fragments = self._reused_fragments(rows)
-        if fragments is None:
-            fragments = _user_fragments(rows)
-        self._users = pa.Table.from_arrays([*rows.columns, *fragments],
-                                           names=[*_USER_COLUMNS, "head", "email_json", "body"])
-        head, email, body = fragments
-        return _entries([
-            head, pc.if_else(pa.array(include_email), email, ""), body,
-            ',"codemarks":', _json_ints(counts[0]), ',"codemarksInReviews":', _json_ints(counts[1]),
-            ',"reviews":', _json_ints(counts[2]), ',"replies":', _json_ints(counts[3]), "}",
-        ])
-
-    def _reused_fragments(self, rows: pa.Table) -> list[pa.Array] | None:
-        """The fragments of the night before, with this night's new users slotted in, when every
-        user of the night before is here with the same row; else None."""
-        previous = self._users
-        if previous is None:
-            return None
-        known = pc.is_in(rows["id"], value_set=previous["id"])
-        kept = rows.filter(known)
-        if kept.num_rows != previous.num_rows or not kept.equals(previous.select(list(_USER_COLUMNS))):
-            return None
-        known_rows = known.to_numpy(zero_copy_only=False)
-        new_rows = np.flatnonzero(~known_rows)
-        new_fragments = _user_fragments(rows.take(pa.array(new_rows)))
-        # Row i of the night takes the i-th kept fragment, or the next new one.
-        order = np.empty(len(rows), dtype=np.int64)
-        order[known_rows] = np.arange(previous.num_rows)
-        order[new_rows] = previous.num_rows + np.arange(len(new_rows))
-        return [pa.concat_arrays([previous[name].combine_chunks(), fresh]).take(pa.array(order))
-                for name, fresh in zip(("head", "email_json", "body"), new_fragments)]
+    def _users_of(self, users: pa.Table, teams: pa.Table, companies: pa.Table) -> _Users:
+        """The night's users' email decisions and JSON: the night before's followed by the new
+        users' when the night before's users come first, unchanged; else all encoded anew."""
+        rows, teams, companies = users.select(list(_USER_COLUMNS)), _without_night(teams), _without_night(companies)
+        previous, self._users = self._users, None
+        if (previous is None or rows.num_rows < previous.rows.num_rows or not previous.teams.equals(teams)
+                or not previous.companies.equals(companies)
+                or not rows.slice(0, previous.rows.num_rows).equals(previous.rows)):
+            previous = _Users(rows.slice(0, 0), teams, companies, np.zeros(0, dtype=np.int64),
+                              pa.chunked_array([], pa.string()))
+        new_rows = rows.slice(previous.rows.num_rows)
+        new_codes = _email_decisions(new_rows, teams, companies)
+        new_entries = _user_entries_in_halves(new_rows, new_codes == _INCLUDED) if len(new_rows) else []
+        self._users = _Users(rows, teams, companies, np.concatenate([previous.codes, new_codes]),
+                             pa.chunked_array(previous.entries.chunks + new_entries, pa.string()))
+        return self._users
 
 
-def _user_fragments(users: pa.Table) -> list[pa.Array]:
-    """Each user's JSON apart from the night's counts: its start with the id, its email key and
-    value (used only where the email may go), and the rest up to lastOriginDetail."""
-    head = pc.binary_join_element_wise(',{"id":', _json_strings(users["id"]), "")
-    email = pc.binary_join_element_wise(',"email":', _json_strings(users["email"]), "")
-    body = pc.binary_join_element_wise(
+def _without_night(table: pa.Table) -> pa.Table:
+    return table.drop_columns(["night"]) if "night" in table.column_names else table
+
+
+def _user_entries_in_halves(users: pa.Table, include_email: np.ndarray) -> list[pa.Array]:
+    """``_user_entries`` of each half of the users at the same time (Arrow's kernels release the
+    GIL), when there are enough of them for a second thread to pay: a large night's first 100,000."""
+    if len(users) < _HALVES_FROM:
+        return [_user_entries(users, include_email)]
+    half = len(users) // 2
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(lambda rows: _user_entries(users.slice(rows.start, rows.stop - rows.start),
+                                                        include_email[rows]),
+                             (slice(0, half), slice(half, len(users)))))
+
+
+def _user_entries(users: pa.Table, include_email: np.ndarray) -> pa.Array:
+    """Each user's JSON up to its counts, the email only where it may go, with a leading comma."""
+    email = pc.if_else(pa.array(include_email, pa.bool_()),
+                       pc.binary_join_element_wise(',"email":', _json_strings(users["email"]), ""), "")
+    return _array(pc.binary_join_element_wise(
+        ',{"id":', _json_strings(users["id"]), email,
         ',"isRegistered":', _json_bools(users["is_registered"]),
         ',"isDeactivated":', _json_bools(users["deactivated"]), ',"isAdmin":', _json_bools(users["is_admin"]),
         ',"registeredAt":', _json_times(users["registered_at"]), ',"joinMethod":', _json_strings(users["join_method"]),
         ',"lastLogin":', _json_times(users["last_login"]), ',"lastOrigin":', _json_strings(users["last_origin"]),
         ',"lastOriginDetail":', _json_strings(users["last_origin_detail"]), "",
-    )
-    return [_array(head), _array(email), _array(body)]
+    ))
+
+
+def _laid_out(before_users: bytes, entries: pa.ChunkedArray, ids: pa.ChunkedArray, counts: np.ndarray,
+              after_users: bytes) -> pa.Buffer:
+    """The payload in one copy. Each of its pieces is a value of one string array: the text before
+    the users, each user's entry, each active user's counts, the counts every inactive user shares,
+    the first user's entry without its comma, the text after. One take lays them end to end, the
+    users by id, and the data buffer it returns is the payload."""
+    users = len(entries)
+    order = pc.sort_indices(ids).to_numpy() if users else np.zeros(0, dtype=np.int64)
+    active = np.flatnonzero(counts.any(axis=0))
+    counted = counts[:, active]
+    active_counts = _array(pc.binary_join_element_wise(
+        ',"codemarks":', _json_ints(counted[0]), ',"codemarksInReviews":', _json_ints(counted[1]),
+        ',"reviews":', _json_ints(counted[2]), ',"replies":', _json_ints(counted[3]), "}", ""))
+    first_entry = entries[int(order[0])].as_py()[1:] if users else ""
+    values = pa.chunked_array([pa.array([before_users], pa.string()), *entries.chunks, active_counts,
+                               pa.array([_NO_ACTIVITY, first_entry, after_users], pa.string())], pa.string())
+    # Where each piece is among the values.
+    entry_at, counts_at = 1, 1 + users
+    no_activity_at, first_entry_at, after_at = (counts_at + len(active) + i for i in range(3))
+    counts_of = np.full(users, no_activity_at, dtype=np.int64)
+    counts_of[active] = counts_at + np.arange(len(active))
+    picks = np.empty(2 * users + 2, dtype=np.int64)
+    picks[0], picks[-1] = 0, after_at
+    picks[1:-1:2] = entry_at + order
+    picks[2:-1:2] = counts_of[order]
+    if users:
+        picks[1] = first_entry_at
+    laid_out = _array(values.take(pa.array(picks)))
+    offsets = np.frombuffer(laid_out.buffers()[1], dtype=np.int32, count=len(laid_out) + 1, offset=laid_out.offset * 4)
+    return laid_out.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
 def _array(values) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    """One array; a chunked array of one chunk is that chunk (combine_chunks would copy it)."""
+    if not isinstance(values, pa.ChunkedArray):
+        return values
+    return values.chunk(0) if values.num_chunks == 1 else values.combine_chunks()
 
 
 def _by_reference(night, facts, companies, teams, users, activity, code_reviews, paid_companies) -> EncodedNight:
@@ -293,9 +334,20 @@ def _integrations(users: pa.Table) -> list:
 def _json_strings(values: pa.Array) -> pa.Array:
     """Each value as json.dumps(ensure_ascii=False) writes it; NULL as null."""
     values = _array(pc.cast(values, pa.string()))
-    if pc.any(pc.match_substring_regex(values, r'["\\\x00-\x1f]')).as_py():
+    if _has_escapes(values):
         values = _escaped(values)
     return pc.fill_null(pc.binary_join_element_wise('"', values, '"', ""), "null")
+
+
+def _has_escapes(values: pa.StringArray) -> bool:
+    """Whether any value holds a quote, a backslash or a control character: a look at the bytes of
+    the whole column at once (a regex over each value costs ten times as much)."""
+    data = values.buffers()[2]
+    if len(values) == 0 or data is None:
+        return False
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+    text = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]
+    return bool((text < 0x20).any() or (text == ord('"')).any() or (text == ord("\\")).any())
 
 
 def _escaped(values: pa.Array) -> pa.Array:

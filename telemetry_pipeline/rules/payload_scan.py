@@ -52,8 +52,6 @@ _SECTIONS = {"integrations": _list(_SCALAR), "companies": _list(_object(COMPANY_
              "codeReviews": _list(_object(CODE_REVIEW_KEYS))}
 COMPACT_PAYLOAD = "^" + r"\{" + ",".join(
     f'"{key}":{_SECTIONS.get(key, _SCALAR)}' for key in PAYLOAD_KEYS) + r"\}$"
-# A user object of a matching payload, from its id up to an email key if it has one.
-_USER_HEAD = r'^(?P<id>"(?:[^"\\]|\\.)*")(?P<email>,"email":)?'
 
 
 @dataclass(frozen=True)
@@ -68,14 +66,12 @@ def scan_payload(payload: bytes | pa.Buffer) -> PayloadScan:
     ``payload`` may be an Arrow buffer (the summary column's own memory): a large night's payload
     is read where it lies, not copied."""
     buffer = pa.py_buffer(payload)
-    text = _as_string_array(buffer)
     # The emailed users are read off the text while it is matched (both release the GIL); they
     # are used only if the payload matches, which makes reading them that way sound. On a payload
     # that does not match, that reading may fail: its error is left in the future, unread.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        emailed = pool.submit(_emailed_users_of_compact, text, buffer)
-        compact = pc.match_substring_regex(text, COMPACT_PAYLOAD)[0].as_py()
-        if compact:
+        emailed = pool.submit(_emailed_users_of_compact, buffer)
+        if pc.match_substring_regex(_as_string_array(buffer), COMPACT_PAYLOAD)[0].as_py():
             return PayloadScan([], emailed.result())
     try:
         document = json.loads(buffer.to_pybytes())
@@ -92,33 +88,59 @@ def _as_string_array(data: pa.Buffer) -> pa.StringArray:
     return pa.StringArray.from_buffers(1, pa.py_buffer(np.array([0, data.size], dtype=np.int32)), data)
 
 
-def _emailed_users_of_compact(text: pa.StringArray, payload: pa.Buffer) -> pa.Array:
-    """In a payload matching COMPACT_PAYLOAD, each user object starts ``{"id":`` and the text
-    ``},{"id":`` can only separate two of them (a quote inside a string is escaped), so the
-    objects are found by that text alone, and each object's head says whether an email follows."""
-    # Byte offsets; both texts are keys, with quotes no string value can hold unescaped.
-    start = pc.find_substring(text, ',"users":[')[0].as_py() + len(',"users":[')
-    end = pc.find_substring(text, '],"codeReviews":[')[0].as_py()
-    if end == start:
+def _emailed_users_of_compact(payload: pa.Buffer) -> pa.Array:
+    """In a payload matching COMPACT_PAYLOAD, the users whose object has an email key.
+
+    Texts holding a quote after another character than a backslash cannot be inside a string
+    value, so they are found by their bytes alone: each user object starts ``{"id":`` and
+    ``},{"id":`` separates two of them; ``,"email":`` can only be an email key, which comes right
+    after the object's id. All of it is searched with numpy, outside the GIL's way, a megabyte at a
+    time."""
+    data = np.frombuffer(payload, dtype=np.uint8)
+    start = _first(data, _USERS_START) + len(_USERS_START)
+    end = _last(data, _USERS_END)  # the last key: near the end
+    section = data[start:end]
+    if len(section) == 0:
         return pa.array([], pa.string())
-    section = np.frombuffer(payload, dtype=np.uint8, count=end - start, offset=start)
-    boundary = b'},{"id":'
-    heads = np.concatenate([[len(b'{"id":')], _occurrences(section, boundary) + len(boundary)])
-    # Object i's text, from its id to the next object's id, straight from the payload's bytes.
-    offsets = np.concatenate([heads, [len(section)]]).astype(np.int32)
-    objects = pa.StringArray.from_buffers(len(heads), pa.py_buffer(offsets), pa.py_buffer(section))
-    found = pc.extract_regex(objects, _USER_HEAD)
-    quoted = found.filter(pc.not_equal(found.field("email"), "")).field("id")
-    escaped = pc.match_substring(quoted, "\\")
-    if pc.any(escaped).as_py():  # rare: an id with an escape in it, decoded by json
-        return pa.array([json.loads(q) for q in quoted.to_pylist()], pa.string())
-    return pc.utf8_slice_codeunits(quoted, 1, -1)
+    emails = _occurrences(section, _EMAIL_KEY)
+    if len(emails) == 0:
+        return pa.array([], pa.string())
+    heads = np.concatenate([[len(b'{"id":')], _occurrences(section, _NEXT_USER) + len(_NEXT_USER)])
+    # Each email key's object, and that object's id between its quotes: values 0, 2, 4, ... of a
+    # string array whose odd values are the text between them.
+    owners = np.searchsorted(heads, emails, side="right") - 1
+    bounds = np.empty(2 * len(emails), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = heads[owners] + 1, emails - 1
+    pieces = pa.StringArray.from_buffers(len(bounds) - 1, pa.py_buffer(bounds.astype(np.int32)),
+                                         pa.py_buffer(section))
+    ids = pieces.take(pa.array(np.arange(0, len(bounds), 2)))
+    if pc.any(pc.match_substring(ids, "\\")).as_py():  # rare: an id with an escape in it, decoded by json
+        return pa.array([json.loads(f'"{i}"') for i in ids.to_pylist()], pa.string())
+    return ids
+
+
+_USERS_START, _USERS_END = b',"users":[', b'],"codeReviews":['
+_NEXT_USER, _EMAIL_KEY = b'},{"id":', b',"email":'
+
+
+def _first(data: np.ndarray, pattern: bytes) -> int:
+    found = _occurrences(data, pattern, stop_at_first=True)
+    return int(found[0]) if len(found) else -1
+
+
+def _last(data: np.ndarray, pattern: bytes) -> int:
+    for chunk_end in range(len(data), 0, -_CHUNK):
+        chunk_start = max(0, chunk_end - _CHUNK - len(pattern) + 1)
+        found = _occurrences(data[chunk_start:chunk_end], pattern)
+        if len(found):
+            return chunk_start + int(found[-1])
+    return -1
 
 
 _CHUNK = 1 << 20
 
 
-def _occurrences(data: np.ndarray, pattern: bytes) -> np.ndarray:
+def _occurrences(data: np.ndarray, pattern: bytes, *, stop_at_first: bool = False) -> np.ndarray:
     """Offsets of every occurrence of ``pattern`` in ``data``, a megabyte at a time: a mask of
     the whole 35 MB payload would be 35 MB of fresh memory."""
     pattern_bytes = np.frombuffer(pattern, dtype=np.uint8)
@@ -129,4 +151,6 @@ def _occurrences(data: np.ndarray, pattern: bytes) -> np.ndarray:
         for offset in range(1, len(pattern)):
             candidates = candidates[window[candidates + offset] == pattern_bytes[offset]]
         found.append(candidates + chunk_start)
+        if stop_at_first and len(candidates):
+            break
     return np.concatenate(found) if found else np.array([], dtype=np.int64)

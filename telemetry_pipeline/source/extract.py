@@ -151,17 +151,24 @@ def extract_users(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
 
 def _sorted_lists(ids: pa.ChunkedArray, owners: pa.ChunkedArray, values: pa.ChunkedArray, *,
                   distinct: bool) -> pa.ListArray:
-    """For each of ``ids``, the ``values`` whose owner it is, sorted by code point; empty when none."""
-    pairs = pa.table({"owner": owners, "value": values})
-    if distinct:
-        pairs = pairs.group_by(["owner", "value"], use_threads=False).aggregate([])
-    position = pc.index_in(pairs["owner"], value_set=ids)
-    pairs = pairs.append_column("position", position).filter(pc.is_valid(position))
-    # Arrow orders strings by their UTF-8 bytes, which is code point order.
-    pairs = pairs.sort_by([("position", "ascending"), ("value", "ascending")])
-    counts = np.bincount(pairs["position"].to_numpy(), minlength=len(ids))
+    """For each of ``ids``, the ``values`` whose owner it is, sorted by code point; empty when none.
+
+    Sorted by one integer a pair: the owner's position times the number of distinct values, plus
+    the value's rank among them (Arrow orders strings by their UTF-8 bytes, code point order)."""
+    position = pc.index_in(owners, value_set=ids)
+    kept = pc.is_valid(position)
+    position = pc.drop_null(position).to_numpy().astype(np.int64)
+    encoded = pc.dictionary_encode(pc.filter(values, kept)).combine_chunks()
+    by_code_point = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank = np.empty(len(by_code_point), dtype=np.int64)
+    rank[by_code_point] = np.arange(len(by_code_point))
+    distinct_values = max(len(by_code_point), 1)
+    keys = position * distinct_values + rank[encoded.indices.to_numpy(zero_copy_only=False)]
+    keys = np.unique(keys) if distinct else np.sort(keys, kind="stable")
+    counts = np.bincount(keys // distinct_values, minlength=len(ids))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pairs["value"].combine_chunks().cast(pa.string()))
+    listed = encoded.dictionary.take(pa.array(by_code_point[keys % distinct_values])).cast(pa.string())
+    return pa.ListArray.from_arrays(pa.array(offsets), listed)
 
 
 def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
@@ -181,8 +188,8 @@ def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Ta
             raise TelemetryError(f"table reviews: duplicate primary key id={repeated['id'][0].as_py()!r}")
     # One query per night, as for the activity: each night's rows, checks and memory are its own.
     parts = []
-    for night in nights:
-        rows = conn.fetch(REVIEWS_SQL, _window([night]), _REVIEWS_FETCHED, table="reviews")
+    fetched = conn.fetch_each([Query(REVIEWS_SQL, _window([night]), _REVIEWS_FETCHED, "reviews") for night in nights])
+    for night, rows in zip(nights, fetched):
         for name in ("review_id", "team_id", "created_at"):
             if (row := first_null_row(rows, name, "review_id")) is not None:
                 source_name = "id" if name == "review_id" else name
@@ -212,9 +219,8 @@ def extract_user_activity(conn: SourceConnection, nights: list[dt.date]) -> pa.T
     # One query per night: each counts its own night's posts, looking each codemark up through
     # its primary key, and groups them in memory. One query over a year would join every post
     # with every codemark and spill to disk: no faster, and its memory grows with the year.
-    parts = [_tagged(conn.fetch(ACTIVITY_SQL, _window([night]), _ACTIVITY_FETCHED, table="posts"),
-                     night, USER_ACTIVITY_SCHEMA) for night in nights]
-    return pa.concat_tables(parts)
+    fetched = conn.fetch_each([Query(ACTIVITY_SQL, _window([night]), _ACTIVITY_FETCHED, "posts") for night in nights])
+    return pa.concat_tables([_tagged(rows, night, USER_ACTIVITY_SCHEMA) for night, rows in zip(nights, fetched)])
 
 
 # One night's window.

@@ -16,7 +16,12 @@ import pytest
 from telemetry_pipeline.assets import summary as summary_assets
 from telemetry_pipeline.assets.extract import EXTRACT_ASSETS
 from telemetry_pipeline.assets.publish import phone_home_delivery
-from telemetry_pipeline.checks import SUMMARY_CHECK_SPECS, check_payload, check_results
+from telemetry_pipeline.checks import (
+    SUMMARY_CHECK_SPECS,
+    check_payload,
+    check_results,
+    users_whose_email_may_leave,
+)
 from telemetry_pipeline.codestream_config import load_installation_config
 from telemetry_pipeline.definitions import ASSETS
 from telemetry_pipeline.io_manager import NightlyParquetIOManager
@@ -319,7 +324,8 @@ def test_the_email_check_finds_each_email_that_must_not_leave():
     users = pa.Table.from_pylist([{"night": D, "id": u, "team_ids": t} for u, t in members.items()])
     payload_users = [{"id": u, "email": f"{u}@example.com"} for u in members if u != "paid-no-email"]
     payload_users.append({"id": "paid-no-email"})
-    verdict = check_payload(D, json.dumps(_payload(payload_users)).encode(), companies, teams, users)
+    verdict = check_payload(D, json.dumps(_payload(payload_users)).encode(),
+                            users_whose_email_may_leave(companies, teams, users))
     assert sorted(verdict.email_violations) == sorted(f"{D}: user {u}" for u in
                                                       ("paid", "odd", "ghost", "lonely", "unknown-team"))
 
@@ -330,7 +336,7 @@ def test_the_email_check_judges_a_night_by_its_own_rows():
     users = pa.Table.from_pylist([{"id": "u1", "team_ids": ["t1"]}])
     verdicts = {
         night: check_payload(night, json.dumps(_payload([{"id": "u1", "email": "u1@example.com"}], night)).encode(),
-                             pa.Table.from_pylist([{"id": "c1", "plan": plan}]), teams, users)
+                             users_whose_email_may_leave(pa.Table.from_pylist([{"id": "c1", "plan": plan}]), teams, users))
         for night, plan in ((A, "FREEPLAN"), (D, "BUSINESS"))
     }
     assert verdicts[A].email_violations == [] and verdicts[D].email_violations == [f"{D}: user u1"]
@@ -371,13 +377,14 @@ def _crafted_summary(craft):
             dg.build_asset_context(partition_key=context.partition_key), codestream_config=codestream_config,
             companies=companies, teams=teams, users=users, user_activity=user_activity,
             code_reviews=code_reviews,
-        ).value
+        ).value.to_table()
         rows = real.to_pylist()
         for row in rows:
             payload = craft(json.loads(row["payload"]))
             encoded = encode_payload(payload)
             row.update(payload=encoded.decode(), payload_sha256=sha256_hex(encoded), payload_bytes=len(encoded))
-        verdicts = [check_payload(row["night"], row["payload"].encode(), companies, teams, users) for row in rows]
+        may_leave = users_whose_email_may_leave(companies, teams, users)
+        verdicts = [check_payload(row["night"], row["payload"].encode(), may_leave) for row in rows]
         return dg.MaterializeResult(value=pa.Table.from_pylist(rows, schema=real.schema),
                                     check_results=check_results(verdicts))
 

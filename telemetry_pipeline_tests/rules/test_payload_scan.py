@@ -15,8 +15,8 @@ from telemetry_pipeline.rules.payload_columns import encode_night
 from telemetry_pipeline_tests.rules.test_payload_columns import FACTS, NIGHT, nights_rows, tables
 
 
-def _emailed_by_json(payload: bytes) -> list[str]:
-    return [user["id"] for user in json.loads(payload)["users"] if "email" in user]
+def _emailed_by_json(payload) -> list[str]:
+    return [user["id"] for user in json.loads(bytes(payload))["users"] if "email" in user]
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -31,7 +31,7 @@ def test_the_scan_of_a_built_payload_finds_exactly_the_users_json_finds(rows):
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nights_rows(), st.sampled_from(["spaced", "extra key", "nested"]))
 def test_a_payload_off_the_compact_grammar_is_judged_by_json(rows, change):
-    document = json.loads(encode_night(NIGHT, FACTS, *tables(*rows)).payload)
+    document = json.loads(bytes(encode_night(NIGHT, FACTS, *tables(*rows)).payload))
     if change == "extra key":
         document["hostname"] = "build-01"
     elif change == "nested":
@@ -53,3 +53,15 @@ def test_occurrences_are_found_across_chunk_edges(monkeypatch, chunk, data, patt
         expected.append(at)
         at = text.find(pattern, at + 1)
     assert payload_scan._occurrences(np.frombuffer(text, dtype=np.uint8), pattern).tolist() == expected
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1 << 20])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=200), pattern=st.sampled_from([b'],"codeReviews":[', b"ab", b"x"]))
+def test_the_first_and_last_occurrence_are_found_across_chunk_edges(monkeypatch, chunk, data, pattern):
+    monkeypatch.setattr(payload_scan, "_CHUNK", chunk)
+    text = data.replace(b"\x00", pattern)
+    found = np.frombuffer(text, dtype=np.uint8)
+    assert payload_scan._first(found, pattern) == text.find(pattern)
+    assert payload_scan._last(found, pattern) == text.rfind(pattern)
+

@@ -1,5 +1,5 @@
-"""Connections to a real PostgreSQL: the session settings, queries fetched together, and the run's
-shared connection (opened once, dropped after a failure, closed at the end of the run)."""
+"""Connections to a real PostgreSQL: the session settings, queries fetched together, a backfill's
+nights fetched on two connections, and the run's shared connection (opened once, dropped after a failure, closed at the end of the run)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.resources import SourceDatabaseResource
-from telemetry_pipeline.source.database import FETCH_TOGETHER_MIN_ROWS, Query, SourceDatabase
+from telemetry_pipeline.source.database import FETCH_EACH_CONNECTIONS, FETCH_TOGETHER_MIN_ROWS, Query, SourceDatabase
 
 SCHEMA = pa.schema([("n", pa.int64())])
 
@@ -109,4 +109,30 @@ def test_the_run_shares_one_connection_and_drops_it_after_a_failure(postgres_url
         assert fresh is not first
         assert _sessions(postgres_url) == 1
     resource.teardown_after_execution(dg.build_init_resource_context())
+    assert _sessions(postgres_url) == 0
+
+
+def _nights_queries(count: int) -> list:
+    return [Query("SELECT n FROM numbers WHERE n % :nights = :night", {"nights": count, "night": i}, SCHEMA,
+                  "numbers") for i in range(count)]
+
+
+def test_a_backfills_nights_fetched_on_two_connections_come_back_in_order(postgres_url):
+    _numbers(postgres_url, 3000)
+    with SourceDatabase(postgres_url).connect() as conn:
+        parallel_workers = _setting(conn, "max_parallel_workers_per_gather")
+        alone = [conn.fetch(sql, params, schema, table=table) for sql, params, schema, table in _nights_queries(9)]
+        each = conn.fetch_each(_nights_queries(9))
+        assert each == alone and [t["n"][0].as_py() for t in each] == [9, *range(1, 9)]
+        assert _sessions(postgres_url) <= FETCH_EACH_CONNECTIONS
+        # Each night's query ran in one process; a single night's query may use parallel workers again.
+        assert _setting(conn, "max_parallel_workers_per_gather") == parallel_workers
+
+
+def test_a_failed_night_among_those_fetched_on_two_connections_is_named(postgres_url):
+    _numbers(postgres_url, 100)
+    queries = [*_nights_queries(3), Query("SELECT n FROM no_such_table", {}, SCHEMA, "posts")]
+    with SourceDatabase(postgres_url).connect() as conn:
+        with pytest.raises(TelemetryError, match="reading table posts failed"):
+            conn.fetch_each(queries)
     assert _sessions(postgres_url) == 0
