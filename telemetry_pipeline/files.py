@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -26,11 +28,11 @@ def write_durably(target: Path, data: bytes | memoryview, *, prefix: str, suffix
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=suffix)  # 0600
     try:
         try:
-            written = _write_direct(temporary, view)
+            written = _write_direct(handle, view)
             while written < len(view):
-                written += os.pwrite(handle, view[written:], written)
+                written += _written(os.pwrite(handle, view[written:], written))
             _sync_data(handle)
-            if hasattr(os, "posix_fadvise"):
+            with contextlib.suppress(OSError, AttributeError):  # only a hint
                 os.posix_fadvise(handle, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(handle)
@@ -41,25 +43,31 @@ def write_durably(target: Path, data: bytes | memoryview, *, prefix: str, suffix
     _sync_folder(target.parent)  # the rename itself survives a crash
 
 
-def _write_direct(path: str, view: memoryview) -> int:
-    """The whole blocks at the start of ``view`` written past the page cache; how many bytes were
-    written (0 when the data is small or unaligned, or the filesystem cannot)."""
+def _write_direct(handle: int, view: memoryview) -> int:
+    """The whole blocks at the start of ``view`` written to ``handle`` past the page cache; how
+    many bytes were written (0 when the data is small or unaligned, or the filesystem cannot)."""
     if not hasattr(os, "O_DIRECT") or len(view) < _DIRECT_FROM or np.frombuffer(view, np.uint8).ctypes.data % _BLOCK:
         return 0
+    import fcntl
+
     blocks = len(view) - len(view) % _BLOCK
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_DIRECT)
-    except OSError:  # tmpfs and others: no direct I/O
-        return 0
+    flags = fcntl.fcntl(handle, fcntl.F_GETFL)
     written = 0
     try:
+        fcntl.fcntl(handle, fcntl.F_SETFL, flags | os.O_DIRECT)
         while written < blocks:
-            written += os.write(descriptor, view[written:blocks])
-    except OSError:  # refused part way: all of it is written again the usual way
-        return 0
+            written += _written(os.pwrite(handle, view[written:blocks], written))
+    except OSError:  # no direct I/O here (tmpfs), or refused part way: all of it the usual way
+        written = 0
     finally:
-        os.close(descriptor)
+        fcntl.fcntl(handle, fcntl.F_SETFL, flags)
     return written
+
+
+def _written(count: int) -> int:
+    if count <= 0:
+        raise OSError(errno.EIO, "nothing written")
+    return count
 
 
 def _sync_data(descriptor: int) -> None:
@@ -73,5 +81,8 @@ def _sync_folder(folder: Path) -> None:
         return
     try:
         os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):  # a folder that cannot be synced
+            raise
     finally:
         os.close(descriptor)

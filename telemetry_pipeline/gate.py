@@ -13,6 +13,7 @@ import dagster as dg
 SUMMARY_KEY = dg.AssetKey("night_summary")
 PUBLISH_KEY = dg.AssetKey("phone_home_delivery")
 GATING_CHECKS = ("no_email_outside_free_companies", "payload_has_documented_keys")
+_HISTORY_PAGE = 1000  # records a query of summary_history
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ def summary_history(instance: dg.DagsterInstance, nights: list[str]) -> dict[str
     cursor = None
     while True:
         result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=SUMMARY_KEY, asset_partitions=nights), limit=1000, cursor=cursor,
+            dg.AssetRecordsFilter(asset_key=SUMMARY_KEY, asset_partitions=nights), limit=_HISTORY_PAGE, cursor=cursor,
             ascending=False,
         )
         for record in result.records:

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -99,16 +100,14 @@ def night_table(value: pa.Table | NightlyTables, night: str) -> pa.Table:
     return value.filter(pc.equal(value[NIGHT], night))
 
 
-def one_ahead(items: Sequence, load: Callable) -> Iterator[tuple]:
-    """``(item, load(item))`` in order, loading the next item in another thread meanwhile."""
-    if not items:
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        upcoming = pool.submit(load, items[0])
+def read_ahead(items: Sequence, load: Callable, *, ahead: int = 2) -> Iterator[tuple]:
+    """``(item, load(item))`` in order, the next ``ahead`` items loading meanwhile, a thread each."""
+    with ThreadPoolExecutor(max_workers=ahead) as pool:
+        upcoming = deque(pool.submit(load, item) for item in items[:ahead])
         for index, item in enumerate(items):
-            loaded = upcoming.result()
-            if index + 1 < len(items):
-                upcoming = pool.submit(load, items[index + 1])
+            loaded = upcoming.popleft().result()
+            if index + ahead < len(items):
+                upcoming.append(pool.submit(load, items[index + ahead]))
             yield item, loaded
 
 
@@ -195,7 +194,7 @@ class _NightlyParquetStore(dg.IOManager):
     def __init__(self, root: UPath):
         self.root = root
         # What this run stored, by asset and night: its readers in the same process take it from
-        # here instead of reading the file back. Tables only; spilled nights are files already.
+        # here instead of reading the file back. Tables, and the spilled nights still held in memory.
         self._stored: dict[tuple[tuple[str, ...], str], pa.Table] = {}
 
     def _path(self, asset_key: dg.AssetKey, night: str) -> UPath:

@@ -36,13 +36,16 @@ class SourceDatabaseResource(dg.ConfigurableResource):
         five extract steps read on one connection instead of opening five (40 ms each); with a
         process per step, each step opens its own. It is closed when the run's resources are torn
         down, and dropped after a failure, so the next step starts on a fresh one."""
-        if self._connection is None:
+        reused = self._connection is not None
+        if not reused:
             self._closing = contextlib.ExitStack()
             self._connection = self._closing.enter_context(self.database().connect())
-            # A large installation's users are read on three connections: the other two open
-            # while the first steps run.
-            self._connection.open_extra_connections("users")
         try:
+            if reused:
+                # A second step on this connection: the run's steps share this process. A large
+                # installation's users are read on three connections (fetch_together): the other
+                # two open now, while the steps before them run.
+                self._connection.open_extra_connections("users")
             yield self._connection
         except BaseException:
             self._close()

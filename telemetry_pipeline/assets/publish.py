@@ -7,7 +7,7 @@ from telemetry_pipeline import archive, gate
 from telemetry_pipeline.assets.summary import summary_row
 from telemetry_pipeline.delivery import idempotency_key
 from telemetry_pipeline.errors import TelemetryError
-from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, night_table, one_ahead
+from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, night_table, read_ahead
 from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, nightly_partitions, run_nights
 from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource
 from telemetry_pipeline.rules.payload import sha256_hex
@@ -66,8 +66,8 @@ def phone_home_delivery(
     nights = run_nights(context)
     history = gate.summary_history(context.instance, [night.isoformat() for night in nights])
     checks_by_run: dict[str, gate.Gate] = {}  # a backfill's nights share their summary's run
-    # Oldest first; the next night's summary is read and hashed while this one is delivered.
-    for night, (row, payload, stored_sha256) in one_ahead(
+    # Oldest first; the next two nights' summaries are read and hashed while this one is delivered.
+    for night, (row, payload, stored_sha256) in read_ahead(
         nights, lambda night: _stored_night(night_summary, night.isoformat())
     ):
         key = night.isoformat()
@@ -90,7 +90,7 @@ def phone_home_delivery(
         if row["send_reason"] != "phone home enabled":
             context.log.warning(f"night {key}: {row['send_reason']}")
         try:
-            _same_as_checked(key, row, stored_sha256)
+            _same_as_checked(key, row, stored_sha256, history[key][0])
             delivered = phone_home.deliver(config, night, payload)
         except TelemetryError as error:
             context.log.error(f"night {key}: {error}")
@@ -136,9 +136,12 @@ def _stored_night(night_summary: "pa.Table | NightlyTables", night: str) -> tupl
     return row, payload, sha256_hex(payload)
 
 
-def _same_as_checked(night: str, row: dict, stored_sha256: str) -> None:
-    """The checks read each payload as the summary built it: what goes is those bytes, or nothing."""
-    if stored_sha256 != row["payload_sha256"]:
+def _same_as_checked(night: str, row: dict, stored_sha256: str, summary: dg.EventLogRecord) -> None:
+    """The checks read each payload as the summary built it: what goes is those bytes, or nothing.
+    The stored payload's hash must be the one its row records, and the one recorded by the
+    summary whose checks opened the gate (another run may have built the night again since)."""
+    recorded = summary.asset_materialization.metadata.get("payload_sha256")
+    if stored_sha256 != row["payload_sha256"] or (recorded is not None and recorded.value != stored_sha256):
         raise TelemetryError(f"night {night}: the stored payload is not the one the summary built and checked"
                              f" (SHA-256 {row['payload_sha256'][:16]}…): not sent; materialize night_summary again")
 

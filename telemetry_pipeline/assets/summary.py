@@ -76,7 +76,7 @@ def _summary_fields(night: str, facts, encoded) -> dict:
     }
 
 
-def _finish_night(fields: dict, payload: bytes, spilled: SpilledNights) -> dict:
+def _finish_night(fields: dict, payload: bytes | pa.Buffer, spilled: SpilledNights) -> dict:
     """The night's hash, and its one-row table written to disk."""
     row = {**fields, "payload_sha256": sha256_hex(payload), "payload_bytes": len(payload)}
     spilled.add(row["night"], _summary_table(row, payload))
@@ -88,7 +88,7 @@ def _check_night(night: str, payload: bytes | pa.Buffer, may_leave: Future) -> N
     return check_payload(night, payload, may_leave.result())
 
 
-def _summary_table(row: dict, payload: bytes) -> pa.Table:
+def _summary_table(row: dict, payload: bytes | pa.Buffer) -> pa.Table:
     """The night's one row; the payload's bytes become the column's buffer as they are, uncopied."""
     offsets = np.array([0, len(payload)], dtype=np.int32)
     payload_column = pa.StringArray.from_buffers(1, pa.py_buffer(offsets), pa.py_buffer(payload))

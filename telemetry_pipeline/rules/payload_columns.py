@@ -254,13 +254,13 @@ def _by_reference(night, facts, companies, teams, users, activity, code_reviews,
     )
 
 
-def _modelled(listed_companies, listed_teams, listed_users, listed_reviews, companies, teams, activity) -> bool:
+def _modelled(listed_companies, listed_teams, users, listed_reviews, companies, teams, activity) -> bool:
     """False when the rows hold something only the reference builder handles (see module docstring)."""
     for table, column in ((companies, "id"), (teams, "id"), (activity, "user_id")):
         if len(table) and pc.count_distinct(table[column]).as_py() != len(table):
             return False
-    times = [listed_companies["created_at"], listed_teams["created_at"], listed_users["registered_at"],
-             listed_users["last_login"], listed_reviews["created_at"], listed_reviews["approved_at"]]
+    times = [listed_companies["created_at"], listed_teams["created_at"], users["registered_at"],
+             users["last_login"], listed_reviews["created_at"], listed_reviews["approved_at"]]
     for values in times:
         if len(values) and values.null_count < len(values):
             low, high = pc.min_max(values).values()

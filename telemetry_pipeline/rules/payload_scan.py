@@ -35,10 +35,12 @@ _NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
 _SCALAR = f"(?:{_STRING}|{_NUMBER}|true|false|null)"
 
 
-def _object(keys: tuple[str, ...], optional: tuple[str, ...] = ()) -> str:
+def _object(keys: tuple[str, ...], optional: tuple[str, ...] = (), strings: tuple[str, ...] = ()) -> str:
+    """An object with exactly ``keys`` in order (``optional`` ones may be missing), each a JSON
+    scalar, a string for those in ``strings``."""
     fields = []
     for index, key in enumerate(keys):
-        field = f'{"," if index else ""}"{key}":{_SCALAR}'
+        field = f'{"," if index else ""}"{key}":{_STRING if key in strings else _SCALAR}'
         fields.append(f"(?:{field})?" if key in optional else field)
     return r"\{" + "".join(fields) + r"\}"
 
@@ -48,7 +50,7 @@ def _list(item: str) -> str:
 
 
 _SECTIONS = {"integrations": _list(_SCALAR), "companies": _list(_object(COMPANY_KEYS)),
-             "teams": _list(_object(TEAM_KEYS)), "users": _list(_object(USER_KEYS, optional=("email",))),
+             "teams": _list(_object(TEAM_KEYS)), "users": _list(_object(USER_KEYS, optional=("email",), strings=("id",))),
              "codeReviews": _list(_object(CODE_REVIEW_KEYS))}
 COMPACT_PAYLOAD = "^" + r"\{" + ",".join(
     f'"{key}":{_SECTIONS.get(key, _SCALAR)}' for key in PAYLOAD_KEYS) + r"\}$"
@@ -94,7 +96,7 @@ def _emailed_users_of_compact(payload: pa.Buffer) -> pa.Array:
     Texts holding a quote after another character than a backslash cannot be inside a string
     value, so they are found by their bytes alone: each user object starts ``{"id":`` and
     ``},{"id":`` separates two of them; ``,"email":`` can only be an email key, which comes right
-    after the object's id. All of it is searched with numpy, outside the GIL's way, a megabyte at a
+    after the object's id, a string (the grammar says so). All of it is searched with numpy, outside the GIL's way, a megabyte at a
     time."""
     data = np.frombuffer(payload, dtype=np.uint8)
     start = _first(data, _USERS_START) + len(_USERS_START)

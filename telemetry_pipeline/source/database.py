@@ -26,8 +26,8 @@ from telemetry_pipeline.source.schema import SOURCE_TABLES, column
 SOURCE_URL_ENV = "TELEMETRY_SOURCE_URL"
 # Queries are fetched together (fetch_together) only from a first table this large.
 FETCH_TOGETHER_MIN_ROWS = 20_000
-# Connections a SourceConnection opens beside itself, at most: fetch_together's (the users' three
-# queries) and fetch_each's.
+# Connections open_extra_connections opens beside this one: what fetch_together (the users' three
+# queries) and fetch_each (two nights at a time) read on.
 EXTRA_CONNECTIONS = 2
 # fetch_each: a backfill's nights, one query each, this many at a time on as many connections,
 # each query in one process. PostgreSQL would otherwise start two parallel workers for every
@@ -48,15 +48,15 @@ def _bind(sql: str, params: Mapping[str, Any], marker: str, *, integers_inline: 
     """Rewrite ``:name`` into numbered markers (``$1`` or ``?1``) and order the values to match.
 
     With ``integers_inline``, integer values are written into the text as decimal literals instead
-    (nothing but digits can come of an int): PostgreSQL then sends the rows by COPY, which ADBC
+    (nothing but digits and a minus sign can come of an int; a negative one in parentheses): PostgreSQL then sends the rows by COPY, which ADBC
     cannot use for a query with parameters, and which fetches 100,000 users in half the time.
     Every other value is still bound."""
     order: list[str] = []
 
     def number(match: re.Match) -> str:
         name = match.group(1)
-        if integers_inline and type(params[name]) is int:
-            return str(params[name])
+        if integers_inline and type(params[name]) is int:  # not bool, whose type is bool
+            return str(params[name]) if params[name] >= 0 else f"({params[name]})"
         if name not in order:
             order.append(name)
         return f"{marker}{order.index(name) + 1}"
@@ -191,7 +191,9 @@ class SourceConnection:
         """Start opening, in the background, the extra connections that ``fetch_together`` and
         ``fetch_each`` read on, when ``table`` is large enough for ``fetch_together`` (opening one
         takes about 40 ms: by the time a run's users are fetched, they are ready)."""
-        if self.database.dialect == "postgresql" and self._estimated_rows(table) >= FETCH_TOGETHER_MIN_ROWS:
+        if self._extra_by_slot or self.database.dialect != "postgresql":
+            return
+        if self._estimated_rows(table) >= FETCH_TOGETHER_MIN_ROWS:
             for slot in range(1, EXTRA_CONNECTIONS + 1):
                 self._extra_opening(slot)
 
@@ -227,11 +229,13 @@ class SourceConnection:
         used: list[SourceConnection] = []
 
         def run(query: Query) -> pa.Table:
+            if not hasattr(mine, "slot"):
+                mine.slot = next(slots)  # once a thread: a connection that fails to open is retried, not added to
             if not hasattr(mine, "connection"):
-                slot = next(slots)
-                mine.connection = self if slot == 0 else self._extra_connection(slot)
-                mine.connection.execute(f"SET {_ONE_PROCESS_A_QUERY} = 0", table=query.table)
-                used.append(mine.connection)
+                connection = self if mine.slot == 0 else self._extra_connection(mine.slot)
+                connection.execute(f"SET {_ONE_PROCESS_A_QUERY} = 0", table=query.table)
+                used.append(connection)
+                mine.connection = connection
             return mine.connection.fetch(query.sql, query.params, query.schema, table=query.table)
 
         try:
@@ -239,7 +243,8 @@ class SourceConnection:
                 return list(pool.map(run, queries))
         finally:
             for connection in used:  # a single night's query is faster with parallel workers
-                connection.execute(f"RESET {_ONE_PROCESS_A_QUERY}", table=queries[0].table)
+                with contextlib.suppress(TelemetryError):  # a broken connection fails its next query clearly
+                    connection.execute(f"RESET {_ONE_PROCESS_A_QUERY}", table=queries[0].table)
 
     def execute(self, statement: str, *, table: str) -> None:
         """A statement without rows (a session setting) on PostgreSQL; errors as ``fetch``'s."""
@@ -257,7 +262,8 @@ class SourceConnection:
         return found["rows"][0].as_py() if found.num_rows and found["rows"][0].is_valid else -1.0
 
     def _extra_connection(self, slot: int) -> SourceConnection:
-        """The connection of ``slot`` (each thread of a fetch_together has its own slot)."""
+        """The extra connection of ``slot`` (each thread of a fetch_together or fetch_each has its
+        own), opened on first use or in the background by open_extra_connections."""
         opening = self._extra_opening(slot)
         try:
             return opening.result()

@@ -152,6 +152,7 @@ def extract_users(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
 def _sorted_lists(ids: pa.ChunkedArray, owners: pa.ChunkedArray, values: pa.ChunkedArray, *,
                   distinct: bool) -> pa.ListArray:
     """For each of ``ids``, the ``values`` whose owner it is, sorted by code point; empty when none.
+    ``values`` hold no NULL (the callers have refused them).
 
     Sorted by one integer a pair: the owner's position times the number of distinct values, plus
     the value's rank among them (Arrow orders strings by their UTF-8 bytes, code point order)."""

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.rules.payload import InstallationFacts, build_night_summary, encode_payload
+from telemetry_pipeline.rules import payload_columns
 from telemetry_pipeline.rules.payload_columns import NightEncoder, encode_night
 from telemetry_pipeline.source.extract import (
     CODE_REVIEWS_SCHEMA,
@@ -108,11 +109,30 @@ def test_night_after_night_reused_users_are_still_the_reference_bytes(rows, data
         next_users[changed]["last_origin"] = data.draw(TEXT)
     next_activity = data.draw(st.lists(st.sampled_from([dict(a) for a in activity]), max_size=3,
                                        unique_by=lambda a: a["user_id"])) if activity else []
+    if next_users and data.draw(st.booleans()):  # a user leaves a team, or joins one
+        changed = data.draw(st.integers(0, len(next_users) - 1))
+        next_users[changed]["team_ids"] = sorted(set(next_users[changed]["team_ids"]) ^ {"t-missing"})
+    if next_users and data.draw(st.booleans()):  # a user is gone
+        del next_users[data.draw(st.integers(0, len(next_users) - 1))]
     next_companies = [dict(c) for c in companies]
     if next_companies and data.draw(st.booleans()):
         next_companies[data.draw(st.integers(0, len(next_companies) - 1))]["plan"] = data.draw(PLANS)
-    next_rows = (next_companies, teams, next_users, next_activity, reviews)
+    next_teams = [dict(t) for t in teams]
+    if next_teams and data.draw(st.booleans()):  # a team moves to another company
+        next_teams[data.draw(st.integers(0, len(next_teams) - 1))]["company_id"] = data.draw(
+            st.sampled_from([c["id"] for c in companies] + ["c-missing"]))
+    next_rows = (next_companies, next_teams, next_users, next_activity, reviews)
     assert_same(encoder.encode(later, *tables(*next_rows, night=later)), reference(later, *next_rows))
+    third = later + dt.timedelta(days=1)  # and a night that changes nothing reuses it all again
+    assert_same(encoder.encode(third, *tables(*next_rows, night=third)), reference(third, *next_rows))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(nights_rows())
+def test_users_encoded_in_two_halves_are_still_the_reference_bytes(monkeypatch, rows):
+    monkeypatch.setattr(payload_columns, "_HALVES_FROM", 1)  # as a large night's first 100,000 users are
+    assert_same(encode_night(NIGHT, FACTS, *tables(*rows)), reference(NIGHT, *rows))
 
 
 def test_a_repeated_company_id_is_resolved_as_the_reference_does():

@@ -11,7 +11,13 @@ import pytest
 
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.resources import SourceDatabaseResource
-from telemetry_pipeline.source.database import FETCH_EACH_CONNECTIONS, FETCH_TOGETHER_MIN_ROWS, Query, SourceDatabase
+from telemetry_pipeline.source.database import (
+    FETCH_EACH_CONNECTIONS,
+    FETCH_TOGETHER_MIN_ROWS,
+    Query,
+    SourceDatabase,
+    postgresql_statement,
+)
 
 SCHEMA = pa.schema([("n", pa.int64())])
 
@@ -53,12 +59,12 @@ def test_a_connection_holds_no_transaction_open_between_queries(postgres_url):
             assert [state for (state,) in cursor.fetchall()] == ["idle"]
 
 
-def _numbers(url: str, rows: int) -> None:
+def _numbers(url: str, rows: int, table: str = "numbers") -> None:
     import psycopg2
 
     with psycopg2.connect(url) as db, db.cursor() as cursor:
-        cursor.execute("CREATE TABLE numbers AS SELECT generate_series(1, %s)::bigint AS n", (rows,))
-        cursor.execute("ANALYZE numbers")
+        cursor.execute(f"CREATE TABLE {table} AS SELECT generate_series(1, %s)::bigint AS n", (rows,))
+        cursor.execute(f"ANALYZE {table}")
 
 
 def _queries() -> list:
@@ -124,9 +130,10 @@ def test_a_backfills_nights_fetched_on_two_connections_come_back_in_order(postgr
         alone = [conn.fetch(sql, params, schema, table=table) for sql, params, schema, table in _nights_queries(9)]
         each = conn.fetch_each(_nights_queries(9))
         assert each == alone and [t["n"][0].as_py() for t in each] == [9, *range(1, 9)]
-        assert _sessions(postgres_url) <= FETCH_EACH_CONNECTIONS
+        assert _sessions(postgres_url) == FETCH_EACH_CONNECTIONS  # this one and one extra, kept
         # Each night's query ran in one process; a single night's query may use parallel workers again.
         assert _setting(conn, "max_parallel_workers_per_gather") == parallel_workers
+        assert _setting(conn._extra_connection(1), "max_parallel_workers_per_gather") == parallel_workers
 
 
 def test_a_failed_night_among_those_fetched_on_two_connections_is_named(postgres_url):
@@ -135,4 +142,27 @@ def test_a_failed_night_among_those_fetched_on_two_connections_is_named(postgres
     with SourceDatabase(postgres_url).connect() as conn:
         with pytest.raises(TelemetryError, match="reading table posts failed"):
             conn.fetch_each(queries)
+    assert _sessions(postgres_url) == 0
+
+
+def test_integers_go_into_the_sql_text_and_everything_else_is_bound():
+    text, values = postgresql_statement(
+        "SELECT id FROM posts WHERE created_at >= :start AND created_at < :end AND id <> :id AND x = :flag - :low",
+        {"start": 1_795_132_800_000, "end": 1_795_219_200_000, "id": "p-1", "flag": True, "low": -5})
+    assert text == ("SELECT id FROM posts WHERE created_at >= 1795132800000 AND created_at < 1795219200000"
+                    " AND id <> $1 AND x = $2 - (-5)")
+    assert values == ("p-1", True)
+
+
+def test_a_second_step_on_the_runs_connection_opens_the_users_extra_connections(postgres_url):
+    _numbers(postgres_url, FETCH_TOGETHER_MIN_ROWS, table="users")
+    resource = SourceDatabaseResource(url=postgres_url)
+    with resource.connection():
+        pass
+    assert _sessions(postgres_url) == 1  # one step: perhaps the only one in its process
+    with resource.connection() as conn:
+        assert sorted(conn._extra_by_slot) == [1, 2]  # opening in the background
+        conn.fetch_together([Query("SELECT n FROM users", {}, SCHEMA, "users")] * 3)  # on the two opened early
+        assert _sessions(postgres_url) == 3
+    resource.teardown_after_execution(dg.build_init_resource_context())
     assert _sessions(postgres_url) == 0
