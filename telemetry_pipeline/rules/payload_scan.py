@@ -50,7 +50,8 @@ def _list(item: str) -> str:
 
 
 _SECTIONS = {"integrations": _list(_SCALAR), "companies": _list(_object(COMPANY_KEYS)),
-             "teams": _list(_object(TEAM_KEYS)), "users": _list(_object(USER_KEYS, optional=("email",), strings=("id",))),
+             "teams": _list(_object(TEAM_KEYS)),
+             "users": _list(_object(USER_KEYS, optional=("email",), strings=("id",))),
              "codeReviews": _list(_object(CODE_REVIEW_KEYS))}
 COMPACT_PAYLOAD = "^" + r"\{" + ",".join(
     f'"{key}":{_SECTIONS.get(key, _SCALAR)}' for key in PAYLOAD_KEYS) + r"\}$"
@@ -96,8 +97,8 @@ def _emailed_users_of_compact(payload: pa.Buffer) -> pa.Array:
     Texts holding a quote after another character than a backslash cannot be inside a string
     value, so they are found by their bytes alone: each user object starts ``{"id":`` and
     ``},{"id":`` separates two of them; ``,"email":`` can only be an email key, which comes right
-    after the object's id, a string (the grammar says so). All of it is searched with numpy, outside the GIL's way, a megabyte at a
-    time."""
+    after the object's id, a string (the grammar says so). All of it is searched with numpy,
+    outside the GIL's way, a megabyte at a time."""
     data = np.frombuffer(payload, dtype=np.uint8)
     start = _first(data, _USERS_START) + len(_USERS_START)
     end = _last(data, _USERS_END)  # the last key: near the end

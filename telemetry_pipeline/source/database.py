@@ -48,9 +48,9 @@ def _bind(sql: str, params: Mapping[str, Any], marker: str, *, integers_inline: 
     """Rewrite ``:name`` into numbered markers (``$1`` or ``?1``) and order the values to match.
 
     With ``integers_inline``, integer values are written into the text as decimal literals instead
-    (nothing but digits and a minus sign can come of an int; a negative one in parentheses): PostgreSQL then sends the rows by COPY, which ADBC
-    cannot use for a query with parameters, and which fetches 100,000 users in half the time.
-    Every other value is still bound."""
+    (nothing but digits and a minus sign can come of an int; a negative one goes in parentheses):
+    PostgreSQL then sends the rows by COPY, which ADBC cannot use for a query with parameters, and
+    which fetches 100,000 users in half the time. Every other value is still bound."""
     order: list[str] = []
 
     def number(match: re.Match) -> str:

@@ -336,7 +336,8 @@ def test_the_email_check_judges_a_night_by_its_own_rows():
     users = pa.Table.from_pylist([{"id": "u1", "team_ids": ["t1"]}])
     verdicts = {
         night: check_payload(night, json.dumps(_payload([{"id": "u1", "email": "u1@example.com"}], night)).encode(),
-                             users_whose_email_may_leave(pa.Table.from_pylist([{"id": "c1", "plan": plan}]), teams, users))
+                             users_whose_email_may_leave(pa.Table.from_pylist([{"id": "c1", "plan": plan}]),
+                                                         teams, users))
         for night, plan in ((A, "FREEPLAN"), (D, "BUSINESS"))
     }
     assert verdicts[A].email_violations == [] and verdicts[D].email_violations == [f"{D}: user u1"]

@@ -64,4 +64,3 @@ def test_the_first_and_last_occurrence_are_found_across_chunk_edges(monkeypatch,
     found = np.frombuffer(text, dtype=np.uint8)
     assert payload_scan._first(found, pattern) == text.find(pattern)
     assert payload_scan._last(found, pattern) == text.rfind(pattern)
-

@@ -1,5 +1,6 @@
 """Connections to a real PostgreSQL: the session settings, queries fetched together, a backfill's
-nights fetched on two connections, and the run's shared connection (opened once, dropped after a failure, closed at the end of the run)."""
+nights fetched on two connections, and the run's shared connection (opened once, dropped after a
+failure, closed at the end of the run)."""
 
 from __future__ import annotations
 
