@@ -1,6 +1,7 @@
 """Connections to the installation's database, PostgreSQL or SQLite, behind one interface.
 
-Queries are written once with ``:name`` parameters and always bound, never formatted in.
+Queries are written once with ``:name`` parameters and bound, never formatted in; on PostgreSQL,
+values of type ``int`` alone are written in as literals (``postgresql_statement``: digits only).
 PostgreSQL is read through ADBC straight into Arrow; SQLite through the standard library,
 whose rows are typed here against the contract's column types.
 """
@@ -31,7 +32,7 @@ FETCH_TOGETHER_MIN_ROWS = 20_000
 EXTRA_CONNECTIONS = 2
 # fetch_each: a backfill's nights, one query each, this many at a time on as many connections,
 # each query in one process. PostgreSQL would otherwise start two parallel workers for every
-# night's query (four processes for two cores); one process a query, two at a time, counts a
+# night's query (six processes for two cores); one process a query, two at a time, counts a
 # year's nights 1.5 times faster on two cores, and bounds what a backfill asks of the database.
 FETCH_EACH_CONNECTIONS = 2
 _ONE_PROCESS_A_QUERY = "max_parallel_workers_per_gather"
@@ -175,6 +176,7 @@ class SourceConnection:
         self._extra_by_slot: dict[int, Future[SourceConnection]] = {}
         self._extra_lock = threading.Lock()
         self._opener: ThreadPoolExecutor | None = None
+        self._extra_planned = False  # open_extra_connections has decided
 
     def close_extra_connections(self) -> None:
         with self._extra_lock:
@@ -191,8 +193,9 @@ class SourceConnection:
         """Start opening, in the background, the extra connections that ``fetch_together`` and
         ``fetch_each`` read on, when ``table`` is large enough for ``fetch_together`` (opening one
         takes about 40 ms: by the time a run's users are fetched, they are ready)."""
-        if self._extra_by_slot or self.database.dialect != "postgresql":
+        if self._extra_planned or self.database.dialect != "postgresql":
             return
+        self._extra_planned = True
         if self._estimated_rows(table) >= FETCH_TOGETHER_MIN_ROWS:
             for slot in range(1, EXTRA_CONNECTIONS + 1):
                 self._extra_opening(slot)
