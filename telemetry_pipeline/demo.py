@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from telemetry_pipeline.files import write_durably
 from telemetry_pipeline.locations import demo_dir
 from telemetry_pipeline.nights import DAY_MS, last_complete_night, night_start_ms
 from telemetry_pipeline.source.schema import create_table_statements
@@ -77,7 +78,7 @@ def ensure_demo_installation(directory: Path | None = None, last_night: dt.date 
     if refresh or not installation.db_path.exists():
         build_demo_database(installation.db_path, last_night or last_complete_night())
     if refresh or not installation.config_path.exists():
-        _write_atomically(installation.config_path, json.dumps(demo_config(), indent=2).encode())
+        write_durably(installation.config_path, json.dumps(demo_config(), indent=2).encode(), prefix=".demo-")
     return installation
 
 
@@ -158,9 +159,3 @@ def build_demo_database(path: Path, last_night: dt.date) -> None:
     finally:
         temporary.unlink(missing_ok=True)
 
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".demo-")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    os.replace(temporary, path)

@@ -71,13 +71,13 @@ def phone_home_delivery(
         nights, lambda night: _stored_night(night_summary, night.isoformat())
     ):
         key = night.isoformat()
+        latest = history[key][0] if history[key] else None  # the summary whose checks open the gate
         decision = gate.summary_gate(row, config.disable_phone_home)
         if decision.open:
             decision = gate.opted_out_gate(history[key])
-        if decision.open and not history[key]:
+        if decision.open and latest is None:
             decision = gate.Gate(False, "no summary")
         elif decision.open:
-            latest = history[key][0]
             if latest.run_id not in checks_by_run:
                 checks_by_run[latest.run_id] = gate.checks_gate(context.instance, latest)
             decision = checks_by_run[latest.run_id]
@@ -90,7 +90,7 @@ def phone_home_delivery(
         if row["send_reason"] != "phone home enabled":
             context.log.warning(f"night {key}: {row['send_reason']}")
         try:
-            _same_as_checked(key, row, stored_sha256, history[key][0])
+            _same_as_checked(key, row, stored_sha256, latest)
             delivered = phone_home.deliver(config, night, payload)
         except TelemetryError as error:
             context.log.error(f"night {key}: {error}")

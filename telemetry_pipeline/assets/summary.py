@@ -18,7 +18,7 @@ from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, SpilledN
 from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, nightly_partitions, run_nights
 from telemetry_pipeline.resources import CodeStreamConfigResource
 from telemetry_pipeline.rules.payload import sha256_hex
-from telemetry_pipeline.rules.payload_columns import NightEncoder
+from telemetry_pipeline.rules.payload_columns import NightEncoder, string_offsets
 from telemetry_pipeline.rules.redaction import redaction_by_company
 
 NIGHT_SUMMARY_SCHEMA = pa.schema([
@@ -52,7 +52,7 @@ def summary_row(table: pa.Table) -> tuple[dict, memoryview]:
     """A night's summary row without its payload, and the payload's bytes where they lie in the
     column's buffer (tens of megabytes on a large installation: neither a str nor a copy)."""
     payload = table.combine_chunks()["payload"].chunk(0)  # a table's combine_chunks keeps a single chunk uncopied
-    offsets = np.frombuffer(payload.buffers()[1], dtype=np.int32, count=2, offset=payload.offset * 4)
+    offsets = string_offsets(payload)
     row = table.drop_columns(["payload"]).slice(0, 1).to_pylist()[0]
     return row, memoryview(payload.buffers()[2].slice(int(offsets[0]), int(offsets[1] - offsets[0])))
 

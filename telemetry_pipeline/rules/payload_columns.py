@@ -228,8 +228,13 @@ def _laid_out(before_users: bytes, entries: pa.ChunkedArray, ids: pa.ChunkedArra
     if users:
         picks[1] = first_entry_at
     laid_out = _array(values.take(pa.array(picks)))
-    offsets = np.frombuffer(laid_out.buffers()[1], dtype=np.int32, count=len(laid_out) + 1, offset=laid_out.offset * 4)
+    offsets = string_offsets(laid_out)
     return laid_out.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+def string_offsets(values: pa.StringArray) -> np.ndarray:
+    """Where each value of a string array starts in its data buffer, and where the last ends."""
+    return np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
 
 
 def _array(values) -> pa.Array:
@@ -345,7 +350,7 @@ def _has_escapes(values: pa.StringArray) -> bool:
     data = values.buffers()[2]
     if len(values) == 0 or data is None:
         return False
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32, count=len(values) + 1, offset=values.offset * 4)
+    offsets = string_offsets(values)
     text = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]
     return bool((text < 0x20).any() or (text == ord('"')).any() or (text == ord("\\")).any())
 
@@ -388,7 +393,7 @@ def _entries(pieces: list) -> pa.Buffer | bytes:
     joined = _array(pc.binary_join_element_wise(*pieces, ""))
     if len(joined) == 0:
         return b""
-    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32, count=len(joined) + 1, offset=joined.offset * 4)
+    offsets = string_offsets(joined)
     return joined.buffers()[2][int(offsets[0]) + 1:int(offsets[-1])]
 
 

@@ -26,8 +26,9 @@ def redaction_by_company(companies: Rows, teams: Rows, users: Rows) -> list[dict
     An email is included only when the user is in a team, and every team of theirs and its company
     exist and the company is on a free plan (rules/plans.py, ``email_decision``, as the payload
     encoder applies it). A user counts once in each of their companies, so a user of a free and a
-    paid company is a withheld email in both rows: the paid company is why. A team whose company does not exist gets a row for that missing
-    company, plan ``(no such company)``. Rows are Arrow tables or lists of dicts (ids unique).
+    paid company is a withheld email in both rows: the paid company is why. A team whose company
+    does not exist gets a row for that missing company, plan ``(no such company)``. Rows are Arrow
+    tables or lists of dicts (ids unique).
     """
     companies, teams, users = _table(companies, _COMPANIES), _table(teams, _TEAMS), _table(users, _USERS)
     included = emails_included(users, teams, companies)  # the encoder's own decision, user by user

@@ -171,6 +171,7 @@ class SourceConnection:
         self.database = database
         self._connection = connection
         self._unique_keys: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self._row_estimates: dict[str, float] = {}
         self._present: dict[str, dict[str, str | None]] | None = None
         self._extra = contextlib.ExitStack()  # the connections of fetch_together, kept as long as this one
         self._extra_by_slot: dict[int, Future[SourceConnection]] = {}
@@ -259,10 +260,14 @@ class SourceConnection:
                 cursor.close()
 
     def _estimated_rows(self, table: str) -> float:
-        """PostgreSQL's estimate of the table's rows (pg_class.reltuples; -1 when never analysed)."""
-        found = self.fetch("SELECT reltuples::float8 AS rows FROM pg_class WHERE oid = to_regclass(:name)",
-                           {"name": table}, pa.schema([("rows", pa.float64())]), table=table)
-        return found["rows"][0].as_py() if found.num_rows and found["rows"][0].is_valid else -1.0
+        """PostgreSQL's estimate of the table's rows (pg_class.reltuples; -1 when never analysed),
+        read once per connection."""
+        if table not in self._row_estimates:
+            found = self.fetch("SELECT reltuples::float8 AS rows FROM pg_class WHERE oid = to_regclass(:name)",
+                               {"name": table}, pa.schema([("rows", pa.float64())]), table=table)
+            known = found.num_rows and found["rows"][0].is_valid
+            self._row_estimates[table] = found["rows"][0].as_py() if known else -1.0
+        return self._row_estimates[table]
 
     def _extra_connection(self, slot: int) -> SourceConnection:
         """The extra connection of ``slot`` (each thread of a fetch_together or fetch_each has its

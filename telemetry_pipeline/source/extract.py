@@ -177,8 +177,9 @@ def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Ta
     window = _window(nights)
     conn.refuse_bad_values("reviews", "created_at")
     conn.refuse_bad_values("reviews", "approved_at")
-    # The UNION below would fold two identical rows of one id into one: find them first
-    # (unless the database's own primary key rules them out).
+    # The UNION below would fold two identical rows of one id into one: find them first, for the
+    # whole window (unless the database's own primary key rules them out); a night's rows are a
+    # part of the window's, so none of its ids repeats either.
     if not conn.enforces_unique("reviews", ("id",)):
         repeated = conn.fetch(
             "SELECT id FROM reviews WHERE (created_at >= :start AND created_at < :end)"
@@ -195,10 +196,6 @@ def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Ta
             if (row := first_null_row(rows, name, "review_id")) is not None:
                 source_name = "id" if name == "review_id" else name
                 raise TelemetryError(f"table reviews: column {source_name} is NULL in row id={row!r}")
-        counts = rows.group_by(["review_id"]).aggregate([([], "count_all")])
-        repeated = counts.filter(pc.greater(counts["count_all"], 1))
-        if repeated.num_rows:
-            raise TelemetryError(f"table reviews: duplicate primary key id={repeated['review_id'][0].as_py()!r}")
         parts.append(_tagged(rows, night, CODE_REVIEWS_SCHEMA))
     return pa.concat_tables(parts)
 
