@@ -57,6 +57,36 @@ def users_whose_email_may_leave(companies: pa.Table, teams: pa.Table, users: pa.
     return by_user.filter(by_user["ok_all"])["user"]
 
 
+class EmailAllowance:
+    """``users_whose_email_may_leave`` night after night, as the summary checks a backfill.
+
+    A backfill's nights see one snapshot of the users, each night those created by its end: a
+    night's users are the night before's followed by new ones, against the same teams and
+    companies. A user's allowance depends only on their own teams and those teams' companies, so
+    then only the new users are judged; otherwise all of them are. Kept by the checks apart from
+    the encoder's own reuse (rules/payload_columns.py), which they guard.
+    Not thread-safe: one night at a time, in order."""
+
+    def __init__(self):
+        self._judged: tuple[pa.Table, pa.Table, pa.Table, pa.Array] | None = None
+
+    def __call__(self, companies: pa.Table, teams: pa.Table, users: pa.Table) -> pa.Array:
+        companies, teams = companies.select(["id", "plan"]), teams.select(["id", "company_id"])
+        users = users.select(["id", "team_ids"])
+        judged, self._judged = self._judged, None
+        if (judged is None or not judged[0].equals(companies) or not judged[1].equals(teams)
+                or users.num_rows < judged[2].num_rows or not users.slice(0, judged[2].num_rows).equals(judged[2])):
+            judged = (companies, teams, users.slice(0, 0), pa.array([], pa.string()))
+        new_users = users.slice(judged[2].num_rows)
+        allowed = pa.concat_arrays([judged[3], _array(users_whose_email_may_leave(companies, teams, new_users))])
+        self._judged = (companies, teams, users, allowed)
+        return allowed
+
+
+def _array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
 def check_payload(night: str, payload: bytes | pa.Buffer, may_leave: pa.Array) -> NightVerdict:
     """Both checks on one night's payload; ``may_leave`` is ``users_whose_email_may_leave`` of
     the rows it was built from (worked out beforehand: it does not need the payload)."""

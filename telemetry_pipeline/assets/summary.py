@@ -10,9 +10,9 @@ import pyarrow as pa
 from telemetry_pipeline.checks import (
     SUMMARY_CHECK_SPECS,
     NightVerdict,
+    EmailAllowance,
     check_payload,
     check_results,
-    users_whose_email_may_leave,
 )
 from telemetry_pipeline.io_manager import NIGHTLY_TABLE, NightlyTables, SpilledNights, night_table
 from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, nightly_partitions, run_nights
@@ -129,6 +129,7 @@ def night_summary(
     with failing_clearly():
         facts = codestream_config.load().facts
         encoder = NightEncoder(facts)  # night after night, reusing what did not change
+        may_leave_of = EmailAllowance()  # the checks' own reuse, independent of the encoder's
         rows, verdicts, finishing, checking = [], [], None, None
         # While a night is encoded, the night before is hashed and stored in one thread and
         # checked in another.
@@ -142,7 +143,7 @@ def night_summary(
                 night_companies, night_teams, night_users, night_activity, night_reviews = (
                     night_table(t, key) for t in (companies, teams, users, user_activity, code_reviews))
                 # Whose email may leave needs the rows only: worked out while the payload is encoded.
-                may_leave = checker.submit(users_whose_email_may_leave, night_companies, night_teams, night_users)
+                may_leave = checker.submit(may_leave_of, night_companies, night_teams, night_users)
                 encoded = encoder.encode(night, night_companies, night_teams, night_users, night_activity,
                                          night_reviews)
                 if finishing is not None:
@@ -153,18 +154,23 @@ def night_summary(
                 checking = checker.submit(_check_night, key, encoded.payload, may_leave)
             rows.append(finishing.result())
             verdicts.append(checking.result())
-    last, by_company = rows[-1], by_company.result()
-    metadata = {
-        "nights": len(rows),
-        **night_metadata(last),
+    by_company = by_company.result()
+    redaction = {  # the last night's
         "redaction_by_company": dg.MetadataValue.table(
             records=[dg.TableRecord(row) for row in by_company[:REDACTION_ROWS_SHOWN]], schema=REDACTION_SCHEMA
         ),
         "redaction_companies_not_shown": max(0, len(by_company) - REDACTION_ROWS_SHOWN),
     }
-    if len(rows) > 1:  # a backfill: each night shows its own figures, so the UI plots them night by night
+    # Each night's event shows its own figures (the UI plots them night by night), the last night's
+    # its redaction table too. What goes on the run's output is copied into every night's event:
+    # a backfill of a year would store the table 365 times.
+    metadata = {"nights": len(rows)}
+    if len(rows) == 1:
+        metadata.update(night_metadata(rows[0]), **redaction)
+    else:
         for row in rows:
-            context.add_asset_metadata(night_metadata(row), partition_key=row["night"])
+            context.add_asset_metadata({**night_metadata(row), **(redaction if row is rows[-1] else {})},
+                                       partition_key=row["night"])
     # Dagster runs the summary only with both its checks (it cannot be materialized without them).
     return dg.MaterializeResult(value=spilled.tables(), metadata=metadata,
                                 check_results=check_results(verdicts))

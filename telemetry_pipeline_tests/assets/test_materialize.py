@@ -20,6 +20,7 @@ from telemetry_pipeline.checks import (
     SUMMARY_CHECK_SPECS,
     check_payload,
     check_results,
+    EmailAllowance,
     users_whose_email_may_leave,
 )
 from telemetry_pipeline.codestream_config import load_installation_config
@@ -286,6 +287,11 @@ def test_three_nights_in_one_run_write_three_single_night_previews(sources, tmp_
     assert len(set(previews.values())) == 3  # the nights differ, so a mix-up would show
     for night in (A, D, C):
         assert (tmp_path / "outbox" / f"inst-1_{night}.json").read_bytes() == previews[night], night
+    # Each night's summary event shows that night's figures; the redaction table, the last night's, only its.
+    summaries = {m.partition: m.metadata for m in result.asset_materializations_for_node("night_summary")}
+    assert {night: summaries[night]["payload_bytes"].value for night in (A, D, C)} == {
+        night: len(previews[night]) for night in (A, D, C)}
+    assert [night for night in (A, D, C) if "redaction_by_company" in summaries[night]] == [C]
 
 
 def test_three_nights_in_one_run_post_oldest_first_with_their_own_keys(sources, tmp_path, instance, collector):
@@ -341,6 +347,27 @@ def test_the_email_check_judges_a_night_by_its_own_rows():
         for night, plan in ((A, "FREEPLAN"), (D, "BUSINESS"))
     }
     assert verdicts[A].email_violations == [] and verdicts[D].email_violations == [f"{D}: user u1"]
+
+
+def test_whose_email_may_leave_night_after_night_is_what_each_night_alone_gives():
+    """The checks reuse the night before's judgement only while its users, teams and companies hold."""
+    allowance = EmailAllowance()
+    companies = [{"id": "c-free", "plan": "FREEPLAN"}, {"id": "c-paid", "plan": "BUSINESS"}]
+    teams = [{"id": "t-free", "company_id": "c-free"}, {"id": "t-paid", "company_id": "c-paid"}]
+    users = [{"id": "u1", "team_ids": ["t-free"]}, {"id": "u2", "team_ids": ["t-paid"]},
+             {"id": "u3", "team_ids": ["t-free", "t-paid"]}, {"id": "u4", "team_ids": ["t-free"]},
+             {"id": "u5", "team_ids": []}]
+    nights = [
+        (companies, teams, users[:3]),
+        (companies, teams, users[:5]),  # two users more: only they are judged
+        ([companies[0], {"id": "c-paid", "plan": "30DAYTRIAL"}], teams, users),  # a plan changed
+        (companies, [teams[0], {"id": "t-paid", "company_id": "c-free"}], users),  # a team moved
+        (companies, teams, [{"id": "u1", "team_ids": ["t-paid"]}, *users[1:]]),  # a user's teams changed
+        (companies, teams, users[:2]),  # fewer users
+    ]
+    for night_companies, night_teams, night_users in nights:
+        tables = [pa.Table.from_pylist(rows) for rows in (night_companies, night_teams, night_users)]
+        assert sorted(allowance(*tables).to_pylist()) == sorted(users_whose_email_may_leave(*tables).to_pylist())
 
 
 def test_payload_key_problems_accepts_the_contract_and_names_every_deviation(sources, tmp_path):
