@@ -9,8 +9,8 @@ import pyarrow as pa
 
 from telemetry_pipeline.checks import (
     SUMMARY_CHECK_SPECS,
-    NightVerdict,
     EmailAllowance,
+    NightVerdict,
     check_payload,
     check_results,
 )

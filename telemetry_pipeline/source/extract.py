@@ -139,26 +139,29 @@ def extract_users(conn: SourceConnection, nights: list[dt.date]) -> pa.Table:
         if (row := first_null_row(tokens, name, None)) is not None:
             raise TelemetryError(f"table provider_tokens: column {name} is NULL in row {row}")
 
-    ids = users["id"]
-    admins = members.filter(members["is_admin"])["user_id"]
+    # Each membership's and token's user by position among the users: one hash of the users' ids
+    # (the costly part) for both.
+    owners = pc.index_in(pa.chunked_array(members["user_id"].chunks + tokens["user_id"].chunks, pa.string()),
+                         value_set=users["id"])
+    member_owners, token_owners = owners.slice(0, members.num_rows), owners.slice(members.num_rows)
+    admin_owners = pc.drop_null(pc.filter(member_owners, members["is_admin"])).to_numpy().astype(np.int64)
     users = (
-        users.append_column("is_admin", pc.is_in(ids, value_set=admins))
-        .append_column("team_ids", _sorted_lists(ids, members["user_id"], members["team_id"], distinct=False))
-        .append_column("providers", _sorted_lists(ids, tokens["user_id"], tokens["provider"], distinct=True))
+        users.append_column("is_admin", pa.array(np.bincount(admin_owners, minlength=users.num_rows) > 0))
+        .append_column("team_ids", _sorted_lists(member_owners, members["team_id"], users.num_rows, distinct=False))
+        .append_column("providers", _sorted_lists(token_owners, tokens["provider"], users.num_rows, distinct=True))
     )
     return _per_night(users, nights, created_by_night_end=True).cast(USERS_SCHEMA)
 
 
-def _sorted_lists(ids: pa.ChunkedArray, owners: pa.ChunkedArray, values: pa.ChunkedArray, *,
-                  distinct: bool) -> pa.ListArray:
-    """For each of ``ids``, the ``values`` whose owner it is, sorted by code point; empty when none.
-    ``values`` hold no NULL (the callers have refused them).
+def _sorted_lists(owners: pa.ChunkedArray, values: pa.ChunkedArray, count: int, *, distinct: bool) -> pa.ListArray:
+    """For each of ``count`` users, the ``values`` whose owner it is (``owners``: the user's
+    position, NULL for no user of them), sorted by code point; empty when none. ``values`` hold no
+    NULL (the callers have refused them).
 
     Sorted by one integer a pair: the owner's position times the number of distinct values, plus
     the value's rank among them (Arrow orders strings by their UTF-8 bytes, code point order)."""
-    position = pc.index_in(owners, value_set=ids)
-    kept = pc.is_valid(position)
-    position = pc.drop_null(position).to_numpy().astype(np.int64)
+    kept = pc.is_valid(owners)
+    position = pc.drop_null(owners).to_numpy().astype(np.int64)
     encoded = pc.dictionary_encode(pc.filter(values, kept)).combine_chunks()
     by_code_point = pc.sort_indices(encoded.dictionary).to_numpy()
     rank = np.empty(len(by_code_point), dtype=np.int64)
@@ -166,7 +169,7 @@ def _sorted_lists(ids: pa.ChunkedArray, owners: pa.ChunkedArray, values: pa.Chun
     distinct_values = max(len(by_code_point), 1)
     keys = position * distinct_values + rank[encoded.indices.to_numpy(zero_copy_only=False)]
     keys = np.unique(keys) if distinct else np.sort(keys, kind="stable")
-    counts = np.bincount(keys // distinct_values, minlength=len(ids))
+    counts = np.bincount(keys // distinct_values, minlength=count)
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
     listed = encoded.dictionary.take(pa.array(by_code_point[keys % distinct_values])).cast(pa.string())
     return pa.ListArray.from_arrays(pa.array(offsets), listed)

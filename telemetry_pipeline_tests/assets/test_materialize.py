@@ -18,9 +18,9 @@ from telemetry_pipeline.assets.extract import EXTRACT_ASSETS
 from telemetry_pipeline.assets.publish import phone_home_delivery
 from telemetry_pipeline.checks import (
     SUMMARY_CHECK_SPECS,
+    EmailAllowance,
     check_payload,
     check_results,
-    EmailAllowance,
     users_whose_email_may_leave,
 )
 from telemetry_pipeline.codestream_config import load_installation_config
