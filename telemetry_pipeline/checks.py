@@ -10,6 +10,7 @@ every later run (gate.py reads the results).
 
 import warnings
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import dagster as dg
 import pyarrow as pa
@@ -57,6 +58,13 @@ def users_whose_email_may_leave(companies: pa.Table, teams: pa.Table, users: pa.
     return by_user.filter(by_user["ok_all"])["user"]
 
 
+class _Judged(NamedTuple):
+    companies: pa.Table  # id, plan
+    teams: pa.Table  # id, company_id
+    users: pa.Table  # id, team_ids
+    allowed: pa.ChunkedArray  # users_whose_email_may_leave of them
+
+
 class EmailAllowance:
     """``users_whose_email_may_leave`` night after night, as the summary checks a backfill.
 
@@ -68,23 +76,21 @@ class EmailAllowance:
     Not thread-safe: one night at a time, in order."""
 
     def __init__(self):
-        self._judged: tuple[pa.Table, pa.Table, pa.Table, pa.Array] | None = None
+        self._judged: _Judged | None = None
 
-    def __call__(self, companies: pa.Table, teams: pa.Table, users: pa.Table) -> pa.Array:
+    def __call__(self, companies: pa.Table, teams: pa.Table, users: pa.Table) -> pa.ChunkedArray:
         companies, teams = companies.select(["id", "plan"]), teams.select(["id", "company_id"])
         users = users.select(["id", "team_ids"])
         judged, self._judged = self._judged, None
-        if (judged is None or not judged[0].equals(companies) or not judged[1].equals(teams)
-                or users.num_rows < judged[2].num_rows or not users.slice(0, judged[2].num_rows).equals(judged[2])):
-            judged = (companies, teams, users.slice(0, 0), pa.array([], pa.string()))
-        new_users = users.slice(judged[2].num_rows)
-        allowed = pa.concat_arrays([judged[3], _array(users_whose_email_may_leave(companies, teams, new_users))])
-        self._judged = (companies, teams, users, allowed)
-        return allowed
-
-
-def _array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        if (judged is None or not judged.companies.equals(companies) or not judged.teams.equals(teams)
+                or users.num_rows < judged.users.num_rows
+                or not users.slice(0, judged.users.num_rows).equals(judged.users)):
+            judged = _Judged(companies, teams, users.slice(0, 0), pa.chunked_array([], pa.string()))
+        new_users = users.slice(judged.users.num_rows)
+        newly_allowed = users_whose_email_may_leave(companies, teams, new_users)
+        self._judged = _Judged(companies, teams, users,
+                               pa.chunked_array(judged.allowed.chunks + newly_allowed.chunks, pa.string()))
+        return self._judged.allowed
 
 
 def check_payload(night: str, payload: bytes | pa.Buffer, may_leave: pa.Array) -> NightVerdict:
