@@ -9,6 +9,7 @@ every later run (gate.py reads the results).
 """
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from telemetry_pipeline.partitions import nightly_partitions
-from telemetry_pipeline.rules.payload_scan import scan_payload
+from telemetry_pipeline.rules.payload_scan import PayloadScan, scan_payload
 from telemetry_pipeline.rules.plans import FREE_PLANS
 
 
@@ -93,10 +94,12 @@ class EmailAllowance:
         return self._judged.allowed
 
 
-def check_payload(night: str, payload: bytes | pa.Buffer, may_leave: pa.Array) -> NightVerdict:
+def check_payload(night: str, payload: bytes | pa.Buffer, may_leave: pa.Array,
+                  scan_of: Callable[[bytes | pa.Buffer], PayloadScan] = scan_payload) -> NightVerdict:
     """Both checks on one night's payload; ``may_leave`` is ``users_whose_email_may_leave`` of
-    the rows it was built from (worked out beforehand: it does not need the payload)."""
-    scan = scan_payload(payload)
+    the rows it was built from (worked out beforehand: it does not need the payload). A backfill
+    scans its nights with one ``PayloadScanner`` (``scan_of``), in order."""
+    scan = scan_of(payload)
     emailed = scan.emailed_user_ids
     outside = emailed.filter(pc.invert(pc.is_in(emailed, value_set=may_leave)))
     return NightVerdict([f"{night}: user {user}" for user in outside.to_pylist()],

@@ -19,6 +19,7 @@ from telemetry_pipeline.partitions import OWNERS, SINGLE_RUN, failing_clearly, n
 from telemetry_pipeline.resources import CodeStreamConfigResource
 from telemetry_pipeline.rules.payload import sha256_hex
 from telemetry_pipeline.rules.payload_columns import NightEncoder, string_offsets
+from telemetry_pipeline.rules.payload_scan import PayloadScanner
 from telemetry_pipeline.rules.redaction import redaction_by_company
 
 NIGHT_SUMMARY_SCHEMA = pa.schema([
@@ -83,9 +84,10 @@ def _finish_night(fields: dict, payload: bytes | pa.Buffer, spilled: SpilledNigh
     return row
 
 
-def _check_night(night: str, payload: bytes | pa.Buffer, may_leave: Future) -> NightVerdict:
-    # Run by the checker, which takes its tasks in order: may_leave is done by then.
-    return check_payload(night, payload, may_leave.result())
+def _check_night(night: str, payload: bytes | pa.Buffer, may_leave: Future, scanner: PayloadScanner) -> NightVerdict:
+    # Run by the checker, which takes its tasks in order: may_leave is done by then, and the
+    # scanner sees the nights one after another.
+    return check_payload(night, payload, may_leave.result(), scanner)
 
 
 def _summary_table(row: dict, payload: bytes | pa.Buffer) -> pa.Table:
@@ -129,7 +131,8 @@ def night_summary(
     with failing_clearly():
         facts = codestream_config.load().facts
         encoder = NightEncoder(facts)  # night after night, reusing what did not change
-        may_leave_of = EmailAllowance()  # the checks' own reuse, independent of the encoder's
+        # The checks' own reuse, night after night, independent of the encoder's.
+        may_leave_of, scanner = EmailAllowance(), PayloadScanner()
         rows, verdicts, finishing, checking = [], [], None, None
         # While a night is encoded, the night before is hashed and stored in one thread and
         # checked in another.
@@ -151,7 +154,7 @@ def night_summary(
                     verdicts.append(checking.result())
                 finishing = finisher.submit(_finish_night, _summary_fields(key, facts, encoded), encoded.payload,
                                             spilled)
-                checking = checker.submit(_check_night, key, encoded.payload, may_leave)
+                checking = checker.submit(_check_night, key, encoded.payload, may_leave, scanner)
             rows.append(finishing.result())
             verdicts.append(checking.result())
     by_company = by_company.result()
