@@ -212,10 +212,10 @@ def _user_texts(buffer: pa.Buffer, data: np.ndarray) -> tuple[int, int, pa.Strin
 def _emailed_of(texts: pa.StringArray) -> pa.Array:
     """Per user text of a list that matched, the user's id as written (between its quotes) where
     its object has an email key; null where it has none."""
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32, count=len(texts) + 1,
-                            offset=texts.offset * 4).astype(np.int64)
     if len(texts) == 0 or texts.buffers()[2] is None:
         return pa.nulls(len(texts), pa.string())
+    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32, count=len(texts) + 1,
+                            offset=texts.offset * 4).astype(np.int64)
     data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)
     emails = _occurrences(data[offsets[0]:offsets[-1]], _EMAIL_KEY) + offsets[0]
     if len(emails) == 0:
