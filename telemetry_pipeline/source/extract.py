@@ -242,8 +242,7 @@ def _night_activity(conn: SourceConnection, night: dt.date) -> pa.Table:
 
 
 # One night's window.
-CODEMARK_RANGE_SQL = ("SELECT MIN(codemark_id), MAX(codemark_id) FROM posts"
-                      " WHERE created_at >= :start AND created_at < :end")
+CODEMARK_RANGE_SQL = "SELECT MIN(codemark_id), MAX(codemark_id) FROM posts WHERE created_at >= :start AND created_at < :end"
 _CODEMARK_RANGE = pa.schema([("first", pa.string()), ("last", pa.string())])
 # One night's window and the range of its posts' codemark ids (NULL: any codemark).
 ACTIVITY_SQL = """
