@@ -217,34 +217,14 @@ def extract_user_activity(conn: SourceConnection, nights: list[dt.date]) -> pa.T
     """Per user and night, the posts created that night counted as contract section 5 says."""
     conn.refuse_bad_values("posts", "created_at")
     _refuse_offending_posts(conn, _window(nights))
-    # One night at a time: each counts its own night's posts and groups them in memory. One query
-    # over a year would join every post with every codemark and spill to disk: no faster, and its
-    # memory grows with the year.
-    fetched = conn.read_each(_night_activity, nights, table="posts")
+    # One query per night: each counts its own night's posts, looking each codemark up through
+    # its primary key, and groups them in memory. One query over a year would join every post
+    # with every codemark and spill to disk: no faster, and its memory grows with the year.
+    fetched = conn.fetch_each([Query(ACTIVITY_SQL, _window([night]), _ACTIVITY_FETCHED, "posts") for night in nights])
     return pa.concat_tables([_tagged(rows, night, USER_ACTIVITY_SCHEMA) for night, rows in zip(nights, fetched)])
 
 
-def _night_activity(conn: SourceConnection, night: dt.date) -> pa.Table:
-    """The night's counts per user. The codemarks its posts point at are looked up within the
-    range of their ids, read first: with that range in the query the planner finds a night's
-    codemarks in one pass over that part of the primary key, not one lookup a post (a night's
-    codemarks are mostly made with its posts, their ids close together), and where the range
-    is wide it looks them up one by one as before. A post written into the night between the two
-    reads may point outside the range: the night is then counted again without it."""
-    window = _window([night])
-    bounds = conn.fetch(CODEMARK_RANGE_SQL, window, _CODEMARK_RANGE, table="posts")
-    codemarks = {"first_codemark": bounds["first"][0].as_py(), "last_codemark": bounds["last"][0].as_py()}
-    rows = conn.fetch(ACTIVITY_SQL, {**window, **codemarks}, _ACTIVITY_FETCHED, table="posts")
-    if pc.sum(rows["outside_range"]).as_py():
-        rows = conn.fetch(ACTIVITY_SQL, {**window, "first_codemark": None, "last_codemark": None},
-                          _ACTIVITY_FETCHED, table="posts")
-    return rows.drop_columns(["outside_range"])
-
-
 # One night's window.
-CODEMARK_RANGE_SQL = "SELECT MIN(codemark_id), MAX(codemark_id) FROM posts WHERE created_at >= :start AND created_at < :end"
-_CODEMARK_RANGE = pa.schema([("first", pa.string()), ("last", pa.string())])
-# One night's window and the range of its posts' codemark ids (NULL: any codemark).
 ACTIVITY_SQL = """
         SELECT p.creator_id,
           SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NOT NULL
@@ -252,17 +232,13 @@ ACTIVITY_SQL = """
           SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NOT NULL
                     AND c.review_id IS NOT NULL THEN 1 ELSE 0 END),
           SUM(CASE WHEN p.review_id IS NOT NULL THEN 1 ELSE 0 END),
-          SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NULL THEN 1 ELSE 0 END),
-          SUM(CASE WHEN p.codemark_id < CAST(:first_codemark AS TEXT)
-                    OR p.codemark_id > CAST(:last_codemark AS TEXT) THEN 1 ELSE 0 END)
+          SUM(CASE WHEN p.review_id IS NULL AND p.codemark_id IS NULL THEN 1 ELSE 0 END)
         FROM posts p LEFT JOIN codemarks c ON c.id = p.codemark_id
-          AND (CAST(:first_codemark AS TEXT) IS NULL
-               OR (c.id >= CAST(:first_codemark AS TEXT) AND c.id <= CAST(:last_codemark AS TEXT)))
         WHERE p.created_at >= :start AND p.created_at < :end
         GROUP BY p.creator_id
         """
-_ACTIVITY_FETCHED = pa.schema([("user_id", pa.string())] + [(n, pa.int64()) for n in ACTIVITY_COUNTS]
-                              + [("outside_range", pa.int64())])
+_ACTIVITY_FETCHED = pa.schema([("user_id", pa.string())]
+                              + [(n, pa.int64()) for n in ACTIVITY_COUNTS])
 
 
 def _refuse_offending_posts(conn: SourceConnection, window: dict[str, int]) -> None:

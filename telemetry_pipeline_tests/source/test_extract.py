@@ -18,7 +18,7 @@ from telemetry_pipeline.codestream_config import load_installation_config
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.preview import summarize_night
 from telemetry_pipeline.source import extract
-from telemetry_pipeline.source.database import SourceConnection, SourceDatabase
+from telemetry_pipeline.source.database import SourceDatabase
 from telemetry_pipeline.source.schema import SOURCE_TABLES, create_table_statements
 from telemetry_pipeline_tests.conftest import new_postgres_schema
 from telemetry_pipeline_tests.installation import Installation, at, write_config
@@ -344,51 +344,6 @@ def test_three_nights_at_once_equal_each_night_alone(rich_source, name):
         assert all(row["night"] == night.isoformat() for row in alone[night])
         mine = [row for row in together if row["night"] == night.isoformat()]
         assert _canonical(mine) == _canonical(alone[night]), f"{name}: night {night}"
-
-
-def test_a_post_written_into_the_night_after_its_codemark_range_was_read_is_still_counted(
-        backend, target, monkeypatch):
-    """A night's codemarks are looked up within the range of ids its posts point at, read first.
-    A post written into the night between the two reads, pointing at a codemark outside that range,
-    is counted all the same (the night is counted again without the range)."""
-    installation = small_installation()
-    installation.codemark("cm0-old", "u1", at(P, 1), team_id="t1")  # before the night's range of ids
-    installation.codemark("cm9-in-review", "u1", at(P, 2), team_id="t1", review_id="r1")  # after it
-    url = write_source(backend, target, installation)
-    late_posts = [("p-late-1", "t1", "u1", at(D, 5), "cm0-old", None),
-                  ("p-late-2", "t1", "u1", at(D, 6), "cm9-in-review", None)]
-
-    def write_late_posts():
-        if backend == "sqlite":
-            writer = sqlite3.connect(Path(url.removeprefix("sqlite://")))
-            marker = "?"
-        else:
-            import psycopg2
-
-            writer = psycopg2.connect(url)
-            marker = "%s"
-        try:
-            writer.cursor().executemany(f"INSERT INTO posts VALUES ({', '.join([marker] * 6)})", late_posts)
-            writer.commit()
-        finally:
-            writer.close()
-
-    original_fetch = SourceConnection.fetch
-
-    def fetch_then_write(self, sql, params, schema, *, table):
-        fetched = original_fetch(self, sql, params, schema, table=table)
-        if sql == extract.CODEMARK_RANGE_SQL and late_posts:
-            assert fetched.to_pylist() == [{"first": "cm1", "last": "cm1"}]
-            write_late_posts()
-            late_posts.clear()
-        return fetched
-
-    monkeypatch.setattr(SourceConnection, "fetch", fetch_then_write)
-    with SourceDatabase(url).connect() as conn:
-        counted = extract.extract_user_activity(conn, [D]).to_pylist()
-    assert not late_posts, "the late posts were never written: the test proves nothing"
-    assert counted == [{"night": D.isoformat(), "user_id": "u1", "codemarks": 2, "codemarks_in_reviews": 1,
-                        "reviews": 0, "replies": 1}]
 
 
 # ---------------------------------------------------------------------------------------------
