@@ -33,6 +33,7 @@ from telemetry_pipeline.rules.payload import (
     USER_KEYS,
     payload_key_problems,
 )
+from telemetry_pipeline.rules.payload_columns import string_offsets  # Arrow's layout, nothing of the encoding
 
 _STRING = r'"(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
 _NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
@@ -154,8 +155,7 @@ def _users_if_matching(buffer: pa.Buffer, before: _Users) -> _Users | None:
     ``],"codeReviews":[`` and ``},{"id":`` hold a quote after another character than a backslash,
     so none of them can be inside a string value, and outside strings the grammar has each only
     where the split takes it (see ``_users_of_compact``)."""
-    data = np.frombuffer(buffer, dtype=np.uint8)
-    users = _user_texts(buffer, data)
+    users = _user_texts(buffer)
     if users is None:
         return None
     opening, closing, texts = users
@@ -189,15 +189,16 @@ def _users_of_compact(buffer: pa.Buffer) -> _Users:
     and in an object that matched, ``,"email":`` can only be its email key, which comes right
     after the object's id, a string (the grammar says so). All of it is searched with numpy,
     outside the GIL's way, a megabyte at a time."""
-    users = _user_texts(buffer, np.frombuffer(buffer, dtype=np.uint8))
+    users = _user_texts(buffer)
     texts = users[2] if users is not None else pa.array([], pa.string())
     return _Users(texts, _emailed_of(texts))
 
 
-def _user_texts(buffer: pa.Buffer, data: np.ndarray) -> tuple[int, int, pa.StringArray] | None:
+def _user_texts(buffer: pa.Buffer) -> tuple[int, int, pa.StringArray] | None:
     """Where the users' list opens and closes (its brackets), and each user's text in between:
     the first user's object, then each next one with the comma before it. None when the payload
     has no users' list to split where the grammar puts it."""
+    data = np.frombuffer(buffer, dtype=np.uint8)
     opening = _first(data, _USERS_START) + len(_USERS_START) - 1
     closing = _last(data, _USERS_END)
     if opening < len(_USERS_START) - 1 or closing < opening or closing - opening >= 2**31:
@@ -214,8 +215,7 @@ def _emailed_of(texts: pa.StringArray) -> pa.Array:
     its object has an email key; null where it has none."""
     if len(texts) == 0 or texts.buffers()[2] is None:
         return pa.nulls(len(texts), pa.string())
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32, count=len(texts) + 1,
-                            offset=texts.offset * 4).astype(np.int64)
+    offsets = string_offsets(texts).astype(np.int64)
     data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)
     emails = _occurrences(data[offsets[0]:offsets[-1]], _EMAIL_KEY) + offsets[0]
     if len(emails) == 0:
