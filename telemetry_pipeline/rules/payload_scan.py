@@ -55,6 +55,10 @@ def _list(item: str) -> str:
 
 
 _USER = _object(USER_KEYS, optional=("email",), strings=("id",))
+# A user's counts: the end of its object, from the first count's key.
+_COUNTS_KEY = ',"codemarks":'
+_USER_COUNTS = "".join(f',"{key}":{_SCALAR}' for key in USER_KEYS[USER_KEYS.index("codemarks"):]) + r"\}"
+assert _USER.endswith(_USER_COUNTS) and _USER_COUNTS.startswith(_COUNTS_KEY)
 _SECTIONS = {"integrations": _list(_SCALAR), "companies": _list(_object(COMPANY_KEYS)),
              "teams": _list(_object(TEAM_KEYS)), "users": _list(_USER),
              "codeReviews": _list(_object(CODE_REVIEW_KEYS))}
@@ -114,6 +118,13 @@ class _Users:
 
     texts: pa.StringArray  # each user's object, the first alone and every next one with the comma before it
     emailed: pa.Array  # string: each user's id as written (without its quotes) where it has an email key, else null
+    # Each text's length up to its counts (``_COUNTS_KEY``, which it holds once); None until asked for.
+    heads: np.ndarray | None = None
+
+    def head_lengths(self) -> np.ndarray:
+        if self.heads is None:
+            object.__setattr__(self, "heads", _counts_at(self.texts))
+        return self.heads
 
 
 def _scan_whole(buffer: pa.Buffer) -> tuple[PayloadScan, _Users | None]:
@@ -166,6 +177,13 @@ def _users_if_matching(buffer: pa.Buffer, before: _Users) -> _Users | None:
     paired = min(len(texts), len(before.texts))
     same = np.zeros(len(texts), dtype=bool)
     same[:paired] = pc.equal(texts.slice(0, paired), before.texts.slice(0, paired)).to_numpy(zero_copy_only=False)
+    # Most of the others are a user active on either night: only their counts need matching.
+    changed = np.flatnonzero(~same[:paired])
+    before_heads = before.head_lengths()
+    if len(changed):
+        same[changed] = _only_counts_changed(texts.take(pa.array(changed, pa.int64())),
+                                             before.texts.take(pa.array(changed, pa.int64())),
+                                             before_heads[changed])
     fresh = np.flatnonzero(~same)
     fresh_texts = texts.take(pa.array(fresh, pa.int64()))
     # The first user's object stands alone, every next one has the comma before it.
@@ -174,11 +192,49 @@ def _users_if_matching(buffer: pa.Buffer, before: _Users) -> _Users | None:
         return None
     if not pc.all(pc.match_substring_regex(fresh_texts[int(first_is_fresh):], f"^,{_USER}$"), min_count=0).as_py():
         return None
-    # Each user's emailed id: the night before's where the object is the same, else read anew.
+    # Each user's emailed id: the night before's where the object is the same up to its counts,
+    # else read anew.
     from_fresh = np.cumsum(~same) - 1 + paired
     emailed = pa.concat_arrays([before.emailed.slice(0, paired), _emailed_of(fresh_texts)]).take(
         pa.array(np.where(same, np.arange(len(texts)), from_fresh), pa.int64()))
-    return _Users(texts, emailed)
+    heads = np.empty(len(texts), dtype=np.int64)
+    heads[:paired] = before_heads[:paired]  # where the text is the same up to its counts
+    heads[fresh] = _counts_at(fresh_texts)
+    return _Users(texts, emailed, heads)
+
+
+def _only_counts_changed(texts: pa.StringArray, before: pa.StringArray, heads: np.ndarray) -> np.ndarray:
+    """Per user text, paired with the text in the same place of a list that matched and the length
+    of that one's head (what comes before its counts): True where the text is that head followed
+    by counts that match the grammar, so that it matches as a whole.
+
+    ``,"codemarks":`` holds a quote after a comma, so it cannot be inside a string value: in a text
+    that matched it occurs once, as the counts' first key, and its head matched the grammar of a
+    user's object up to there. A text made of that head, then what matches the rest of the grammar
+    from that key on, matches the whole (and holds the key once, where its head ends)."""
+    if texts.buffers()[2] is None:  # empty texts: not a user's
+        return np.zeros(len(texts), dtype=bool)
+    pieces = _cut(texts, np.minimum(heads, np.diff(string_offsets(texts))))
+    # Heads are the even values, the rest the odd ones: one comparison of both, the heads' kept.
+    same_head = pc.equal(pieces, _cut(before, heads)).to_numpy(zero_copy_only=False)[0::2]
+    if not same_head.any():
+        return same_head
+    rests = pieces.take(pa.array(np.arange(1, len(pieces), 2), pa.int64()))
+    return same_head & pc.match_substring_regex(rests, f"^{_USER_COUNTS}$").to_numpy(zero_copy_only=False)
+
+
+def _cut(texts: pa.StringArray, at: np.ndarray) -> pa.StringArray:
+    """Each text cut in two, ``at`` bytes from its start: the pieces in order, over the texts' bytes."""
+    offsets = string_offsets(texts).astype(np.int64)
+    cuts = np.empty(2 * len(texts) + 1, dtype=np.int64)
+    cuts[0::2] = offsets
+    cuts[1::2] = offsets[:-1] + at
+    return pa.StringArray.from_buffers(2 * len(texts), pa.py_buffer(cuts.astype(np.int32)), texts.buffers()[2])
+
+
+def _counts_at(texts: pa.StringArray) -> np.ndarray:
+    """Where each text of a list that matched has its counts' key (the only place it can)."""
+    return pc.find_substring(texts, _COUNTS_KEY).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _users_of_compact(buffer: pa.Buffer) -> _Users:

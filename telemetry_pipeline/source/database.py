@@ -14,9 +14,9 @@ import re
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +36,7 @@ EXTRA_CONNECTIONS = 2
 # year's nights 1.5 times faster on two cores, and bounds what a backfill asks of the database.
 FETCH_EACH_CONNECTIONS = 2
 _ONE_PROCESS_A_QUERY = "max_parallel_workers_per_gather"
+T = TypeVar("T")
 # For this connection only. Every query reads one night: a small part of large tables, mostly
 # from cache, by key. With the default random_page_cost (tuned for spinning disks) the planner may
 # scan all ten million codemarks instead of looking up a night's few thousand, ten times slower;
@@ -224,31 +225,54 @@ class SourceConnection:
 
     def fetch_each(self, queries: list[Query]) -> list[pa.Table]:
         """Many queries (a backfill's nights), each as ``fetch`` runs it, in order; on PostgreSQL
-        FETCH_EACH_CONNECTIONS at a time, on this connection and extra ones kept as
-        ``fetch_together`` keeps them. One caller at a time, like ``fetch``."""
-        if self.database.dialect == "sqlite" or len(queries) < 2:
-            return [self.fetch(q.sql, q.params, q.schema, table=q.table) for q in queries]
+        FETCH_EACH_CONNECTIONS at a time (see ``read_each``). One caller at a time, like ``fetch``."""
+        if not queries:
+            return []
+        return self.read_each(lambda connection, q: connection.fetch(q.sql, q.params, q.schema, table=q.table),
+                              queries, table=queries[0].table)
+
+    def read_each(self, read: Callable[[SourceConnection, T], pa.Table], items: Sequence[T], *,
+                  table: str) -> list[pa.Table]:
+        """``read(connection, item)`` for each item (a backfill's nights), in order; on PostgreSQL
+        FETCH_EACH_CONNECTIONS items at a time, each on a connection of its own (this one and extra
+        ones kept as ``fetch_together`` keeps them), each query of an item without parallel
+        workers. ``table`` names what is read, in errors. One caller at a time, like ``fetch``."""
+        if self.database.dialect == "sqlite" or len(items) < 2:
+            return [read(self, item) for item in items]
         slots = itertools.count()
         mine = threading.local()  # each thread of the pool reads on a connection of its own
         used: list[SourceConnection] = []
 
-        def run(query: Query) -> pa.Table:
+        def run(item: T) -> pa.Table:
             if not hasattr(mine, "slot"):
                 mine.slot = next(slots)  # once a thread: a connection that fails to open is retried, not added to
             if not hasattr(mine, "connection"):
                 connection = self if mine.slot == 0 else self._extra_connection(mine.slot)
-                connection.execute(f"SET {_ONE_PROCESS_A_QUERY} = 0", table=query.table)
+                connection.execute(f"SET {_ONE_PROCESS_A_QUERY} = 0", table=table)
                 used.append(connection)
                 mine.connection = connection
-            return mine.connection.fetch(query.sql, query.params, query.schema, table=query.table)
+            return read(mine.connection, item)
 
         try:
             with ThreadPoolExecutor(max_workers=FETCH_EACH_CONNECTIONS) as pool:
-                return list(pool.map(run, queries))
+                return list(pool.map(run, items))
         finally:
             for connection in used:  # a single night's query is faster with parallel workers
                 with contextlib.suppress(TelemetryError):  # a broken connection fails its next query clearly
-                    connection.execute(f"RESET {_ONE_PROCESS_A_QUERY}", table=queries[0].table)
+                    connection.execute(f"RESET {_ONE_PROCESS_A_QUERY}", table=table)
+
+    @contextlib.contextmanager
+    def one_snapshot(self, table: str) -> Iterator[None]:
+        """PostgreSQL: the reads inside see the database as it was at the first of them, rows
+        written meanwhile by others unseen (one REPEATABLE READ, READ ONLY transaction, ended when
+        they are done). ``table`` names what is read, in errors."""
+        assert self.database.dialect == "postgresql", "one_snapshot is for PostgreSQL"
+        self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", table=table)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(TelemetryError):  # a broken connection fails its next query clearly
+                self.execute("COMMIT", table=table)
 
     def execute(self, statement: str, *, table: str) -> None:
         """A statement without rows (a session setting) on PostgreSQL; errors as ``fetch``'s."""
@@ -433,6 +457,33 @@ class SourceConnection:
         finally:
             cursor.close()
         return bool(found and found[0][0])
+
+    def orders_alike(self, first: tuple[str, str], second: tuple[str, str]) -> bool:
+        """True when two text columns (table, column) order their values the same way, so a range
+        read off one bounds the values of the other equal to them: on PostgreSQL, both text or
+        varchar with the same deterministic collation, in a UTF-8 database. Never in SQLite, where
+        a column may hold integers, text and blobs side by side, each ordered its own way."""
+        if self.database.dialect == "sqlite":
+            return False
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(
+                "SELECT a.atttypid::regtype::text, a.attcollation::bigint, c.collisdeterministic"
+                " FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation"
+                " WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped"
+                " UNION ALL"
+                " SELECT a.atttypid::regtype::text, a.attcollation::bigint, c.collisdeterministic"
+                " FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation"
+                " WHERE a.attrelid = to_regclass($3) AND a.attname = $4 AND NOT a.attisdropped",
+                parameters=(*first, *second),
+            )
+            found = cursor.fetchall()
+            cursor.execute("SELECT current_setting('server_encoding')")
+            encoding = cursor.fetchall()[0][0]
+        finally:
+            cursor.close()
+        return (encoding == "UTF8" and len(found) == 2 and found[0][1] == found[1][1]
+                and all(kind in ("text", "character varying") and deterministic for kind, _, deterministic in found))
 
     def _unique_indexes(self, table: str) -> list[set[str]]:
         """The column sets of the table's unique, non-partial, plain-column indexes."""

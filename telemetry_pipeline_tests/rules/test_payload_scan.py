@@ -80,12 +80,23 @@ def _same_scan(actual, expected):
 CHANGES = ["more users", "a user changed", "a user gone", "a user in between", "no users", "the same",
            "extra key in a user", "nested value in a user", "first user without its id",
            "extra key before the users", "nested value after the users", "spaced", "not JSON",
-           "an id with escapes, emailed", "a user's value holding the separator"]
+           "an id with escapes, emailed", "a user's value holding the separator",
+           "a user active and newly emailed", "a user's count nested", "a user's count as text",
+           "a user's value holding the counts' key", "a user's counts cut short", "a user's counts given twice",
+           "a user active, a key renamed in as many bytes"]
 
 
 _A_USER = {"id": "zz", "isRegistered": True, "isDeactivated": False, "isAdmin": False, "registeredAt": None,
            "joinMethod": None, "lastLogin": None, "lastOrigin": None, "lastOriginDetail": None, "codemarks": 0,
            "codemarksInReviews": 0, "reviews": 0, "replies": 0}
+
+
+_NOT_JSON = ("not JSON", "a user's counts given twice")
+
+
+def _plus(count, more: int) -> int:
+    """A count made larger, or set, when an earlier change left something else there."""
+    return count + more if isinstance(count, int) else more
 
 
 def _changed_payload(document: dict, change: str, at: int) -> bytes:
@@ -96,7 +107,7 @@ def _changed_payload(document: dict, change: str, at: int) -> bytes:
         users.append({"id": "zz-new", "email": "new@example.com", **{k: v for k, v in _A_USER.items() if k != "id"}})
         users.sort(key=lambda u: str(u.get("id")))
     elif change == "a user changed" and user:
-        user["replies"] = user.get("replies", 0) + 1
+        user["replies"] = _plus(user.get("replies"), 1)
     elif change == "a user gone" and user:
         users.remove(user)
     elif change == "a user in between" and user:
@@ -121,6 +132,30 @@ def _changed_payload(document: dict, change: str, at: int) -> bytes:
     elif change == "an id with escapes, emailed" and user:
         user.update({"id": 'q"\\uote', "email": "q@example.com"})
         users.sort(key=lambda u: str(u.get("id")))
+    elif change == "a user active and newly emailed" and user:
+        at_place = users.index(user)
+        users[at_place] = {"id": user.get("id"), "email": "active@example.com",
+                           **{k: v for k, v in user.items() if k not in ("id", "email")}}
+        users[at_place]["codemarks"] = _plus(users[at_place].get("codemarks"), 2)
+    elif change == "a user's count nested" and user:
+        user["reviews"] = [1]
+    elif change == "a user's count as text" and user:
+        user["replies"] = "7"
+    elif change == "a user's value holding the counts' key" and user:
+        user["lastOriginDetail"] = ',"codemarks":1}'
+        user["codemarks"] = _plus(user.get("codemarks"), 1)
+    elif change == "a user active, a key renamed in as many bytes" and user:
+        # Its text before the counts keeps its length: only its bytes say it changed.
+        at_place = users.index(user)
+        users[at_place] = {("isAdmiN" if key == "isAdmin" else key): value for key, value in user.items()}
+        users[at_place]["replies"] = _plus(user.get("replies"), 1)
+    elif change == "a user's counts given twice" and user:
+        compact = _compact(document)
+        text = _compact(user)
+        counts = text[text.index(b',"codemarks":'):]
+        return compact.replace(text, text + counts, 1)
+    elif change == "a user's counts cut short" and user:
+        user.pop("replies", None)
     elif change == "a user's value holding the separator" and user:
         user["lastOriginDetail"] = '},{"id":"ghost","email":"ghost@example.com"'
     return _compact({key: document[key] for key in document})
@@ -139,7 +174,7 @@ def test_scanning_night_after_night_finds_what_scanning_each_night_alone_finds(r
     for change, at in changes:
         payload = _changed_payload(document, change, at)
         _same_scan(scanner(payload), payload_scan.scan_payload(payload))
-        if change != "not JSON":
+        if change not in _NOT_JSON:
             document = json.loads(payload)
 
 

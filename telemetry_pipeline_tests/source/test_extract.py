@@ -12,13 +12,14 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from telemetry_pipeline.codestream_config import load_installation_config
 from telemetry_pipeline.errors import TelemetryError
 from telemetry_pipeline.preview import summarize_night
 from telemetry_pipeline.source import extract
-from telemetry_pipeline.source.database import SourceDatabase
+from telemetry_pipeline.source.database import SourceConnection, SourceDatabase
 from telemetry_pipeline.source.schema import SOURCE_TABLES, create_table_statements
 from telemetry_pipeline_tests.conftest import new_postgres_schema
 from telemetry_pipeline_tests.installation import Installation, at, write_config
@@ -297,8 +298,6 @@ def test_the_database_collation_is_not_code_point_order(rich_source):
     """Guard for the sorting assertions: the database itself would put "alpha" before "Zeta"."""
     backend, url = rich_source
     with SourceDatabase(url).connect() as conn:
-        import pyarrow as pa
-
         ids = conn.fetch("SELECT id FROM companies ORDER BY id", {}, pa.schema([("id", pa.string())]),
                          table="companies")["id"].to_pylist()
     assert ids.index("alpha") < ids.index("Zeta")
@@ -344,6 +343,92 @@ def test_three_nights_at_once_equal_each_night_alone(rich_source, name):
         assert all(row["night"] == night.isoformat() for row in alone[night])
         mine = [row for row in together if row["night"] == night.isoformat()]
         assert _canonical(mine) == _canonical(alone[night]), f"{name}: night {night}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting a night's posts: its codemarks looked up within the range of ids its posts point at
+# ---------------------------------------------------------------------------------------------
+
+def _codemarks_either_side(installation: Installation) -> Installation:
+    """Two codemarks of the night whose ids order one way by code point ("Z" < "a") and the
+    other way in ICU's root collation ("a" < "Z"), one of them made inside a review."""
+    installation.codemark("Zcm", "u1", at(D, 4), team_id="t1")
+    installation.codemark("acm", "u1", at(D, 4), team_id="t1", review_id="r1")
+    installation.post("p-Z", "u1", at(D, 4), team_id="t1", codemark_id="Zcm")
+    installation.post("p-a", "u1", at(D, 5), team_id="t1", codemark_id="acm")
+    return installation
+
+
+# p1's codemark cm1, and the two above; p2 a reply.
+COUNTED = [{"night": D.isoformat(), "user_id": "u1", "codemarks": 2, "codemarks_in_reviews": 1,
+            "reviews": 0, "replies": 1}]
+
+
+def test_the_id_columns_order_alike_only_with_one_deterministic_collation(backend, target):
+    url = write_source(backend, target, small_installation())
+    with SourceDatabase(url).connect() as conn:
+        alike = conn.orders_alike(("posts", "codemark_id"), ("codemarks", "id"))
+    # SQLite never: a column there may hold integers, text and blobs side by side.
+    assert alike is (backend == "postgres")
+
+
+@pytest.mark.parametrize("altered", ["codemarks.id in ICU's root collation", "posts.codemark_id as varchar"])
+def test_codemarks_are_counted_whichever_way_the_id_columns_order(postgres_url, altered):
+    """With codemarks.id in another collation than posts.codemark_id, a range of ids read off
+    the posts does not bound the codemarks: the night is counted without it. With
+    posts.codemark_id a varchar in the same collation, the two order alike and the range is used."""
+    if altered.startswith("codemarks"):
+        transform = _only_in("codemarks", "id TEXT NOT NULL", 'id TEXT COLLATE "und-x-icu" NOT NULL')
+    else:
+        transform = _only_in("posts", "codemark_id TEXT", "codemark_id VARCHAR(40)")
+    url = write_source("postgres", postgres_url, _codemarks_either_side(small_installation()), transform=transform)
+    with SourceDatabase(url).connect() as conn:
+        alike = conn.orders_alike(("posts", "codemark_id"), ("codemarks", "id"))
+        counted = extract.extract_user_activity(conn, [D]).to_pylist()
+        in_range = extract._night_activity_in_range(conn, D).to_pylist()
+        default_orders_by_code_point = conn.fetch("SELECT 'Z' < 'a' AS z_first", {},
+                                                  pa.schema([("z_first", pa.bool_())]), table="posts")
+    assert counted == COUNTED
+    if altered.startswith("posts"):
+        assert alike and in_range == [{k: v for k, v in COUNTED[0].items() if k != "night"}]
+        return
+    assert not alike
+    if default_orders_by_code_point["z_first"][0].as_py():  # as here and in CI (C.UTF-8)
+        # Guard for this test: the range read off the posts ("Zcm" to "cm1") holds neither
+        # codemark in ICU's order, where "acm" and "cm1" come before "Zcm".
+        assert in_range[0]["codemarks"] + in_range[0]["codemarks_in_reviews"] < 3
+
+
+def test_a_post_written_into_the_night_while_it_is_counted_is_not_half_counted(postgres_url, monkeypatch):
+    """The range of codemark ids and the counts are read in one snapshot: a post written in
+    between, pointing at a codemark outside the range, is either counted whole or not at all."""
+    installation = _codemarks_either_side(small_installation())
+    installation.codemark("cm0-before-the-range", "u1", at(P, 1), team_id="t1")
+    url = write_source("postgres", postgres_url, installation)
+    late = ("p-late", "t1", "u1", at(D, 6), "cm0-before-the-range", None)
+    written = []
+    original_fetch = SourceConnection.fetch
+
+    def fetch_then_write(self, sql, params, schema, *, table):
+        fetched = original_fetch(self, sql, params, schema, table=table)
+        if sql == extract.CODEMARK_RANGE_SQL and not written:
+            import psycopg2
+
+            writer = psycopg2.connect(url)
+            with writer, writer.cursor() as cursor:
+                cursor.execute("INSERT INTO posts VALUES (%s, %s, %s, %s, %s, %s)", late)
+            writer.close()
+            written.append(late)
+        return fetched
+
+    monkeypatch.setattr(SourceConnection, "fetch", fetch_then_write)
+    with SourceDatabase(url).connect() as conn:
+        assert conn.orders_alike(("posts", "codemark_id"), ("codemarks", "id"))
+        during = extract.extract_user_activity(conn, [D]).to_pylist()
+        after = extract.extract_user_activity(conn, [D]).to_pylist()
+    assert written, "the late post was never written: the test proves nothing"
+    assert during == COUNTED
+    assert after == [{**COUNTED[0], "codemarks": 3}]
 
 
 # ---------------------------------------------------------------------------------------------
