@@ -180,9 +180,9 @@ def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Ta
     window = _window(nights)
     conn.refuse_bad_values("reviews", "created_at")
     conn.refuse_bad_values("reviews", "approved_at")
-    # The UNION below would fold two identical rows of one id into one: find them first, for the
-    # whole window (unless the database's own primary key rules them out); a night's rows are a
-    # part of the window's, so none of its ids repeats either.
+    # Two rows of one id would both be read below: refuse them first, for the whole window (unless
+    # the database's own primary key rules them out); a night's rows are a part of the window's,
+    # so none of its ids repeats either.
     if not conn.enforces_unique("reviews", ("id",)):
         repeated = conn.fetch(
             "SELECT id FROM reviews WHERE (created_at >= :start AND created_at < :end)"
@@ -203,11 +203,13 @@ def extract_code_reviews(conn: SourceConnection, nights: list[dt.date]) -> pa.Ta
     return pa.concat_tables(parts)
 
 
-# One night's window: a review created and approved the same night is one row (UNION).
+# One night's window: a review created and approved the same night is one row, the first part's.
+# (Not UNION, which would compare every row with every other to drop no more than that.)
 REVIEWS_SQL = """
         SELECT id, team_id, created_at, approved_at FROM reviews WHERE created_at >= :start AND created_at < :end
-        UNION
+        UNION ALL
         SELECT id, team_id, created_at, approved_at FROM reviews WHERE approved_at >= :start AND approved_at < :end
+          AND (created_at < :start OR created_at >= :end OR created_at IS NULL)
         """
 _REVIEWS_FETCHED = pa.schema([("review_id", pa.string()), ("team_id", pa.string()),
                               ("created_at", pa.int64()), ("approved_at", pa.int64())])

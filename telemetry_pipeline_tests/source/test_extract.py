@@ -567,6 +567,7 @@ def test_sqlite_text_in_a_time_filtered_bigint_column_is_named(tmp_path, config,
 @pytest.mark.parametrize("table, column, sql_type", [
     ("users", "created_at", "BIGINT"),
     ("posts", "created_at", "BIGINT"),
+    ("reviews", "created_at", "BIGINT"),  # approved during the night: read, then refused
     ("provider_tokens", "has_access_token", "BOOLEAN"),
 ])
 def test_null_in_a_filtered_not_null_column_is_named(backend, target, config, table, column, sql_type):
