@@ -172,6 +172,7 @@ class SourceConnection:
         self.database = database
         self._connection = connection
         self._unique_keys: dict[tuple[str, tuple[str, ...]], bool] = {}
+        self._not_null: dict[str, set[str]] = {}
         self._row_estimates: dict[str, float] = {}
         self._present: dict[str, dict[str, str | None]] | None = None
         self._extra = contextlib.ExitStack()  # the connections of fetch_together, kept as long as this one
@@ -409,7 +410,7 @@ class SourceConnection:
         forbids it, and (SQLite, which types values, not columns) a value of the wrong type."""
         col = column(table, column_name)
         probes = []
-        if not col.nullable:
+        if not col.nullable and not self.enforces_not_null(table, column_name):
             probes.append((f"{column_name} IS NULL", "is NULL"))
         if self.database.dialect == "sqlite":
             wanted = "text" if col.sql_type == "text" else "integer"
@@ -441,22 +442,24 @@ class SourceConnection:
 
     def enforces_not_null(self, table: str, column_name: str) -> bool:
         """True when the database itself refuses NULL in the column (declared NOT NULL)."""
-        if self.database.dialect == "sqlite":
-            found = self._connection.execute(
-                'SELECT "notnull" FROM pragma_table_info(?) WHERE name = ?', (table, column_name)
-            ).fetchall()
-            return bool(found and found[0][0])
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute(
-                "SELECT attnotnull FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2"
-                " AND NOT attisdropped",
-                parameters=(table, column_name),
-            )
-            found = cursor.fetchall()
-        finally:
-            cursor.close()
-        return bool(found and found[0][0])
+        if table not in self._not_null:  # once per table and connection: every extract step asks
+            if self.database.dialect == "sqlite":
+                found = self._connection.execute(
+                    'SELECT name FROM pragma_table_info(?) WHERE "notnull"', (table,)
+                ).fetchall()
+            else:
+                cursor = self._connection.cursor()
+                try:
+                    cursor.execute(
+                        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnotnull"
+                        " AND attnum > 0 AND NOT attisdropped",
+                        parameters=(table,),
+                    )
+                    found = cursor.fetchall()
+                finally:
+                    cursor.close()
+            self._not_null[table] = {name for (name,) in found}
+        return column_name in self._not_null[table]
 
     def orders_alike(self, first: tuple[str, str], second: tuple[str, str]) -> bool:
         """True when two text columns (table, column) order their values the same way, so a range

@@ -59,10 +59,11 @@ def _window(nights: list[dt.date]) -> dict[str, int]:
 
 
 def _check_rows(conn: SourceConnection, rows: pa.Table, table: str, key: tuple[str, ...] = ("id",)) -> None:
-    """NULL in a NOT NULL column, or a repeated primary key: name table, column and row."""
+    """NULL in a NOT NULL column, or a repeated primary key: name table, column and row (what
+    the database's own NOT NULL and primary keys rule out is not looked for again)."""
     id_column = key[0] if key[0] in rows.column_names else None
     required = {c.name for c in SOURCE_TABLES[table] if not c.nullable}
-    for name in (n for n in rows.column_names if n in required):
+    for name in (n for n in rows.column_names if n in required and not conn.enforces_not_null(table, n)):
         row = first_null_row(rows, name, id_column)
         if row is not None:
             raise TelemetryError(f"table {table}: column {name} is NULL in row {id_column or 'row'}={row!r}")
@@ -82,6 +83,8 @@ def _per_night(rows: pa.Table, nights: list[dt.date], *, created_by_night_end: b
     end are a prefix, a slice rather than a copy, so a backfill of a year holds the snapshot once.
     """
     rows = rows.combine_chunks()
+    if len(nights) == 1:  # every row the query read, in the order it came: nothing to slice
+        return rows.add_column(0, NIGHT, _repeated(nights[0].isoformat(), rows.num_rows))
     if created_by_night_end:
         rows = rows.take(pc.sort_indices(rows["created_at"]))
         created = rows["created_at"].to_numpy()
