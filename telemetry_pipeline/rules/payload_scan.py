@@ -216,11 +216,12 @@ def _only_counts_changed(texts: pa.StringArray, before: pa.StringArray, heads: n
         return np.zeros(len(texts), dtype=bool)
     pieces = _cut(texts, np.minimum(heads, np.diff(string_offsets(texts))))
     # Heads are the even values, the rest the odd ones: one comparison of both, the heads' kept.
-    same_head = pc.equal(pieces, _cut(before, heads)).to_numpy(zero_copy_only=False)[0::2]
-    if not same_head.any():
-        return same_head
-    rests = pieces.take(pa.array(np.arange(1, len(pieces), 2), pa.int64()))
-    return same_head & pc.match_substring_regex(rests, f"^{_USER_COUNTS}$").to_numpy(zero_copy_only=False)
+    same_head = np.flatnonzero(pc.equal(pieces, _cut(before, heads)).to_numpy(zero_copy_only=False)[0::2])
+    matching = np.zeros(len(texts), dtype=bool)
+    if len(same_head):  # the rest of those only (elsewhere the cut may fall inside a character)
+        rests = pieces.take(pa.array(2 * same_head + 1, pa.int64()))
+        matching[same_head] = pc.match_substring_regex(rests, f"^{_USER_COUNTS}$").to_numpy(zero_copy_only=False)
+    return matching
 
 
 def _cut(texts: pa.StringArray, at: np.ndarray) -> pa.StringArray:
