@@ -173,6 +173,7 @@ class SourceConnection:
         self._connection = connection
         self._unique_keys: dict[tuple[str, tuple[str, ...]], bool] = {}
         self._not_null: dict[str, set[str]] = {}
+        self._constrained: dict[str, bool] = {}
         self._row_estimates: dict[str, float] = {}
         self._present: dict[str, dict[str, str | None]] | None = None
         self._extra = contextlib.ExitStack()  # the connections of fetch_together, kept as long as this one
@@ -265,10 +266,11 @@ class SourceConnection:
     @contextlib.contextmanager
     def one_snapshot(self, table: str) -> Iterator[None]:
         """PostgreSQL: the reads inside see the database as it was at the first of them, rows
-        written meanwhile by others unseen (one REPEATABLE READ, READ ONLY transaction, ended when
-        they are done). ``table`` names what is read, in errors."""
+        written meanwhile by others unseen (one REPEATABLE READ transaction, ended when they are
+        done; not declared READ ONLY, which a view calling nextval() would refuse). ``table``
+        names what is read, in errors."""
         assert self.database.dialect == "postgresql", "one_snapshot is for PostgreSQL"
-        self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", table=table)
+        self.execute("BEGIN ISOLATION LEVEL REPEATABLE READ", table=table)
         try:
             yield
         finally:
@@ -435,7 +437,7 @@ class SourceConnection:
         most of a backfill's time, spent proving what the schema already guarantees.
         """
         if (table, key) not in self._unique_keys:
-            self._unique_keys[(table, key)] = any(
+            self._unique_keys[(table, key)] = self._enforces_constraints(table) and any(
                 columns <= set(key) for columns in self._unique_indexes(table)
             )
         return self._unique_keys[(table, key)]
@@ -443,7 +445,9 @@ class SourceConnection:
     def enforces_not_null(self, table: str, column_name: str) -> bool:
         """True when the database itself refuses NULL in the column (declared NOT NULL)."""
         if table not in self._not_null:  # once per table and connection: every extract step asks
-            if self.database.dialect == "sqlite":
+            if not self._enforces_constraints(table):
+                found = []
+            elif self.database.dialect == "sqlite":
                 found = self._connection.execute(
                     'SELECT name FROM pragma_table_info(?) WHERE "notnull"', (table,)
                 ).fetchall()
@@ -460,6 +464,24 @@ class SourceConnection:
                     cursor.close()
             self._not_null[table] = {name for (name,) in found}
         return column_name in self._not_null[table]
+
+    def _enforces_constraints(self, table: str) -> bool:
+        """True when the table's own NOT NULL and unique indexes hold for every row a query of it
+        reads. Not so in PostgreSQL for a table with inheritance children (a child may drop NOT
+        NULL, and a unique index covers one table only), a foreign table, or a view; partitioned
+        tables hold them in every partition."""
+        if self.database.dialect == "sqlite":
+            return True
+        if table not in self._constrained:
+            cursor = self._connection.cursor()
+            try:
+                cursor.execute("SELECT relkind::text, relhassubclass FROM pg_class WHERE oid = to_regclass($1)",
+                               parameters=(table,))
+                found = cursor.fetchall()
+            finally:
+                cursor.close()
+            self._constrained[table] = bool(found) and (found[0][0] == "p" or found[0] == ("r", False))
+        return self._constrained[table]
 
     def orders_alike(self, first: tuple[str, str], second: tuple[str, str]) -> bool:
         """True when two text columns (table, column) order their values the same way, so a range
@@ -630,9 +652,10 @@ def _fits(value: Any, arrow_type: pa.DataType) -> bool:
 
 
 def first_null_row(table: pa.Table, column: str, id_column: str | None) -> Any:
-    """The id (or row number) of the first row where ``column`` is NULL, else None."""
+    """The id (or row number, ``#n``) of the first row where ``column`` is NULL, else None."""
     mask = pc.is_null(table[column])
     if not pc.any(mask).as_py():
         return None
     index = pc.index(mask, True).as_py()
-    return table[id_column][index].as_py() if id_column else f"#{index + 1}"
+    found = table[id_column][index].as_py() if id_column else None
+    return found if found is not None else f"#{index + 1}"  # the row number where the id itself is NULL

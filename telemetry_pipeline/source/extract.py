@@ -83,8 +83,6 @@ def _per_night(rows: pa.Table, nights: list[dt.date], *, created_by_night_end: b
     end are a prefix, a slice rather than a copy, so a backfill of a year holds the snapshot once.
     """
     rows = rows.combine_chunks()
-    if len(nights) == 1:  # every row the query read, in the order it came: nothing to slice
-        return rows.add_column(0, NIGHT, _repeated(nights[0].isoformat(), rows.num_rows))
     if created_by_night_end:
         rows = rows.take(pc.sort_indices(rows["created_at"]))
         created = rows["created_at"].to_numpy()

@@ -496,6 +496,35 @@ def test_null_in_a_not_null_column_is_named(backend, target, config):
     assert "companies" in message and "name" in message and "NULL" in message
 
 
+@pytest.mark.parametrize("table, column, row", [
+    ("posts", "created_at", "'p-null', 't1', 'u1', NULL, NULL, NULL"),
+    ("companies", "name", "'c-null', NULL, NULL, false, 1, NULL"),
+])
+def test_null_in_a_table_inheriting_the_not_null_is_named(postgres_url, config, table, column, row):
+    """A table whose inheritance child dropped the NOT NULL: the parent's declaration does not hold
+    for the rows a query of it reads, so they are looked at as where nothing is declared."""
+    url = write_source("postgres", postgres_url, small_installation(), after=(
+        f"CREATE TABLE {table}_more () INHERITS ({table})",
+        f"ALTER TABLE {table}_more ALTER {column} DROP NOT NULL",
+        f"INSERT INTO {table}_more VALUES ({row})",
+    ))
+    with SourceDatabase(url).connect() as conn:
+        assert not conn.enforces_not_null(table, column)
+        assert not conn.enforces_unique(table, ("id",))  # the child's ids are not in the parent's key
+    message = _failure(url, config)
+    assert f"table {table}: column {column} is NULL in row id='{row.split(',')[0].strip(chr(39))}'" in message
+
+
+def test_a_null_id_is_named_by_its_row(backend, target, config):
+    installation = small_installation()
+    installation.company("c-no-id", plan="BUSINESS", created_at=at(P))
+    installation.rows["companies"][-1] = (None, *installation.rows["companies"][-1][1:])
+    without_key = _only_in("companies", ",\n  PRIMARY KEY (id)", "")
+    url = write_source(backend, target, installation,
+                       transform=lambda s: without_key(_only_in("companies", "id TEXT NOT NULL", "id TEXT")(s)))
+    assert "table companies: column id is NULL in row id='#2'" in _failure(url, config)
+
+
 def test_duplicate_primary_key_is_named(backend, target, config):
     installation = small_installation()
     installation.user("u1", created_at=at(P, 1))
