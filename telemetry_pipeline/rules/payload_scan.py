@@ -234,8 +234,16 @@ def _cut(texts: pa.StringArray, at: np.ndarray) -> pa.StringArray:
 
 
 def _counts_at(texts: pa.StringArray) -> np.ndarray:
-    """Where each text of a list that matched has its counts' key (the only place it can)."""
-    return pc.find_substring(texts, _COUNTS_KEY).to_numpy(zero_copy_only=False).astype(np.int64)
+    """Where each text of a list that matched has its counts' key (the only place it can: once a text)."""
+    if len(texts) == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = string_offsets(texts).astype(np.int64)
+    data = np.frombuffer(texts.buffers()[2], dtype=np.uint8)
+    found = _occurrences(data[offsets[0]:offsets[-1]], _COUNTS_KEY.encode()) + offsets[0]
+    if len(found) != len(texts) or np.any(np.searchsorted(offsets, found, side="right") - 1 != np.arange(len(texts))):
+        # not a list that matched
+        raise ValueError("the users' list is off the compact grammar")
+    return found - offsets[:-1]
 
 
 def _users_of_compact(buffer: pa.Buffer) -> _Users:

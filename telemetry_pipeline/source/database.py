@@ -286,6 +286,15 @@ class SourceConnection:
             finally:
                 cursor.close()
 
+    def _catalog_rows(self, sql: str, parameters: tuple = ()) -> list[tuple]:
+        """PostgreSQL: the rows of a small query of the catalogue, as tuples."""
+        cursor = self._connection.cursor()
+        try:
+            cursor.execute(sql, parameters=parameters or None)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
     def _estimated_rows(self, table: str) -> float:
         """PostgreSQL's estimate of the table's rows (pg_class.reltuples; -1 when never analysed),
         read once per connection."""
@@ -452,16 +461,9 @@ class SourceConnection:
                     'SELECT name FROM pragma_table_info(?) WHERE "notnull"', (table,)
                 ).fetchall()
             else:
-                cursor = self._connection.cursor()
-                try:
-                    cursor.execute(
-                        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnotnull"
-                        " AND attnum > 0 AND NOT attisdropped",
-                        parameters=(table,),
-                    )
-                    found = cursor.fetchall()
-                finally:
-                    cursor.close()
+                found = self._catalog_rows(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnotnull"
+                    " AND attnum > 0 AND NOT attisdropped", (table,))
             self._not_null[table] = {name for (name,) in found}
         return column_name in self._not_null[table]
 
@@ -473,13 +475,8 @@ class SourceConnection:
         if self.database.dialect == "sqlite":
             return True
         if table not in self._constrained:
-            cursor = self._connection.cursor()
-            try:
-                cursor.execute("SELECT relkind::text, relhassubclass FROM pg_class WHERE oid = to_regclass($1)",
-                               parameters=(table,))
-                found = cursor.fetchall()
-            finally:
-                cursor.close()
+            found = self._catalog_rows(
+                "SELECT relkind::text, relhassubclass FROM pg_class WHERE oid = to_regclass($1)", (table,))
             self._constrained[table] = bool(found) and (found[0][0] == "p" or found[0] == ("r", False))
         return self._constrained[table]
 
@@ -490,25 +487,16 @@ class SourceConnection:
         a column may hold integers, text and blobs side by side, each ordered its own way."""
         if self.database.dialect == "sqlite":
             return False
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute(
-                "SELECT a.atttypid::regtype::text, a.attcollation::bigint, c.collisdeterministic"
-                " FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation"
-                " WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped"
-                " UNION ALL"
-                " SELECT a.atttypid::regtype::text, a.attcollation::bigint, c.collisdeterministic"
-                " FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation"
-                " WHERE a.attrelid = to_regclass($3) AND a.attname = $4 AND NOT a.attisdropped",
-                parameters=(*first, *second),
-            )
-            found = cursor.fetchall()
-            cursor.execute("SELECT current_setting('server_encoding')")
-            encoding = cursor.fetchall()[0][0]
-        finally:
-            cursor.close()
-        return (encoding == "UTF8" and len(found) == 2 and found[0][1] == found[1][1]
-                and all(kind in ("text", "character varying") and deterministic for kind, _, deterministic in found))
+        found = self._catalog_rows(
+            "SELECT a.atttypid::regtype::text, a.attcollation::bigint, c.collisdeterministic,"
+            " current_setting('server_encoding')"
+            " FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation WHERE NOT a.attisdropped"
+            " AND (a.attrelid, a.attname) IN ((to_regclass($1), $2::name), (to_regclass($3), $4::name))",
+            (*first, *second),
+        )
+        return (len(found) == 2 and found[0][1] == found[1][1]
+                and all(kind in ("text", "character varying") and deterministic and encoding == "UTF8"
+                        for kind, _, deterministic, encoding in found))
 
     def _unique_indexes(self, table: str) -> list[set[str]]:
         """The column sets of the table's unique, non-partial, plain-column indexes."""
@@ -522,20 +510,14 @@ class SourceConnection:
                 if info and all(column_name is not None for (column_name,) in info):
                     found.append({column_name for (column_name,) in info})
             return found
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute(
-                "SELECT i.indexrelid::bigint, a.attname FROM pg_index i"
-                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-                " WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL"
-                " AND i.indexprs IS NULL",
-                parameters=(table,),
-            )
-            by_index: dict[int, set[str]] = {}
-            for index, column_name in cursor.fetchall():
-                by_index.setdefault(index, set()).add(column_name)
-        finally:
-            cursor.close()
+        by_index: dict[int, set[str]] = {}
+        for index, column_name in self._catalog_rows(
+            "SELECT i.indexrelid::bigint, a.attname FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL"
+            " AND i.indexprs IS NULL", (table,)
+        ):
+            by_index.setdefault(index, set()).add(column_name)
         return list(by_index.values())
 
     def _columns_by_table(self) -> dict[str, dict[str, str | None]]:
@@ -547,16 +529,11 @@ class SourceConnection:
                 info = self._connection.execute("SELECT name FROM pragma_table_info(?)", (name,))
                 found[name] = {row[0]: None for row in info.fetchall()}
             return found
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute(
-                "SELECT table_name, column_name, data_type FROM information_schema.columns"
-                " WHERE table_schema = current_schema()"
-            )
-            for table, name, data_type in cursor.fetchall():
-                found.setdefault(table, {})[name] = data_type
-        finally:
-            cursor.close()
+        for table, name, data_type in self._catalog_rows(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = current_schema()"
+        ):
+            found.setdefault(table, {})[name] = data_type
         return found
 
 
