@@ -6,10 +6,11 @@ On a reference installation (``telemetry-pipeline generate``; made here first wh
 is empty), for the last night of its activity and the ``--nights`` nights ending with it:
 
 - one night end to end through Dagster, extract to publish into the outbox, as one run in
-  process (what ``telemetry-pipeline backfill --from D --to D`` does), three times, the median kept;
+  process (what ``telemetry-pipeline backfill --from D --to D`` does);
 - its floor: the same SQL queries alone, fetched into Arrow through ADBC and nothing else, and
   a run of a no-op copy of the same graph (same assets, checks, partitions; bodies that do
-  nothing); the extraction itself against that bare fetch;
+  nothing); the extraction itself against that bare fetch; these three measured in turn, three
+  times, the median of each kept;
 - the nights as one single-run backfill (in process), and as one run per night the way Dagster
   runs them by default (multiprocess executor). With ``--default-runs`` smaller than
   ``--nights`` only that many runs are measured and the rest extrapolated, which the output says;
@@ -97,13 +98,13 @@ def run_bench(args: argparse.Namespace) -> dict:
             shutil.rmtree(where, ignore_errors=True)  # a year of large payloads is gigabytes
             return result
 
-        extraction = child("extract", first=last.isoformat(), last=last.isoformat())
-        # A night alone varies by a fifth from one run to the next on a shared VM: the median of three.
-        nights_alone = sorted((child("pipeline", first=last.isoformat(), last=last.isoformat())
-                               for _ in range(ONE_NIGHT_RUNS)), key=lambda measured: measured["seconds"])
-        one_night = {**nights_alone[len(nights_alone) // 2],
-                     "all_seconds": [measured["seconds"] for measured in nights_alone]}
-        noop = child("noop", first=last.isoformat(), last=last.isoformat())
+        # A night and its floor each vary by a fifth from one run to the next on a shared VM, whose
+        # speed also drifts within minutes: each is measured three times, in turn with the others,
+        # and its median kept.
+        rounds = [{scenario: child(scenario, first=last.isoformat(), last=last.isoformat())
+                   for scenario in ("extract", "pipeline", "noop")} for _ in range(ONE_NIGHT_RUNS)]
+        extraction, one_night, noop = (_medians([measured[scenario] for measured in rounds])
+                                       for scenario in ("extract", "pipeline", "noop"))
         backfill = child("pipeline", first=first.isoformat(), last=last.isoformat())
         default = child("default_runs", first=first.isoformat(), runs=default_runs)
     figures = _figures(args.size, url, first, last, nights, extraction, one_night, noop, backfill, default)
@@ -111,6 +112,18 @@ def run_bench(args: argparse.Namespace) -> dict:
     print(_table(figures))
     print(json.dumps(figures, sort_keys=True))
     return figures
+
+
+def _medians(runs: list[dict]) -> dict:
+    """Each number at the top level of the runs' figures, their median (all the values in
+    ``all_<name>``); the rest (a run's steps) are those of the run of median seconds, if timed."""
+    middle = len(runs) // 2
+    medians = dict(sorted(runs, key=lambda run: run["seconds"])[middle] if "seconds" in runs[0] else runs[-1])
+    for name, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values = [run[name] for run in runs]
+            medians[name], medians[f"all_{name}"] = sorted(values)[middle], values
+    return medians
 
 
 def _last_night_of(url: str, size: str) -> dt.date:
@@ -181,6 +194,8 @@ def _figures(size, url, first, last, nights, extraction, one_night, noop, backfi
                       "steps": one_night["steps"], "rows": extraction["rows"],
                       "payload_bytes": one_night["payload_bytes"]},
         "floor": {"sql_seconds": extraction["bare_fetch_seconds"], "noop_dagster_seconds": noop["seconds"],
+                  "sql_runs_seconds": extraction["all_bare_fetch_seconds"],
+                  "noop_runs_seconds": noop["all_seconds"],
                   "seconds": round(floor, 3), "night_over_floor": round(one_night["seconds"] / floor, 2)},
         "extraction": {"seconds": extraction["extract_seconds"], "bare_fetch_seconds": extraction["bare_fetch_seconds"],
                        "ratio": round(extraction["extract_seconds"] / extraction["bare_fetch_seconds"], 2),
@@ -221,10 +236,12 @@ def _table(f: dict) -> str:
     how = (f"{runs['runs_measured']} measured, {n - runs['runs_measured']} extrapolated"
            if runs["extrapolated"] else f"all {n} measured")
     rows = [
-        ("one night end to end (1 run, in process; median of 3)", f["one_night"]["seconds"],
+        (f"one night end to end (1 run, in process; median of {ONE_NIGHT_RUNS})", f["one_night"]["seconds"],
          f["one_night"]["peak_rss_mb"]),
-        ("  floor: the night's SQL alone (ADBC to Arrow)", f["floor"]["sql_seconds"], None),
-        ("  floor: no-op graph, one night (in process)", f["floor"]["noop_dagster_seconds"], None),
+        (f"  floor: the night's SQL alone (ADBC to Arrow; median of {ONE_NIGHT_RUNS})", f["floor"]["sql_seconds"],
+         None),
+        (f"  floor: no-op graph, one night (in process; median of {ONE_NIGHT_RUNS})",
+         f["floor"]["noop_dagster_seconds"], None),
         ("  extraction (the five extract functions)", f["extraction"]["seconds"], None),
         (f"{n} nights, one run (in process)", f["backfill_single_run"]["seconds"],
          f["backfill_single_run"]["peak_rss_mb"]),

@@ -3,8 +3,8 @@ runs of one night read and write the same files.
 
 A run of many nights (a single-run backfill of a year) never needs all of them in memory:
 
-- an input of many nights may be taken as ``NightlyTables`` (declare it with ``NIGHTLY_TABLE``),
-  which reads a night's file only when that night is asked for;
+- an input may be taken as ``NightlyTables`` (declare it with ``NIGHTLY_TABLE``), which reads a
+  night's file only when that night is asked for, and says which nights it hands over from memory;
 - an asset whose nights are too large to hold together (the summary's payloads) writes each
   night as it is built with ``SpilledNights`` and returns them; the files are moved into place;
 - within one in-process run, what the run itself just stored is handed to its readers from
@@ -256,6 +256,7 @@ class _NightlyParquetStore(dg.IOManager):
             with self._path(context.asset_key, night).open("rb") as stream:
                 return read_night(stream)
 
-        if context.dagster_type.key == NIGHTLY_TABLE.key and len(nights) > 1:
-            return NightlyTables(nights, read)
+        if context.dagster_type.key == NIGHTLY_TABLE.key:
+            return NightlyTables(nights, read, held={night: self._stored[(key, night)] for night in nights
+                                                     if (key, night) in self._stored})
         return pa.concat_tables([read(night) for night in nights])

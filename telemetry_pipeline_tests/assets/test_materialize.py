@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from telemetry_pipeline.assets import publish as publish_assets
 from telemetry_pipeline.assets import summary as summary_assets
 from telemetry_pipeline.assets.extract import EXTRACT_ASSETS
 from telemetry_pipeline.assets.publish import phone_home_delivery
@@ -25,7 +26,7 @@ from telemetry_pipeline.checks import (
 )
 from telemetry_pipeline.codestream_config import load_installation_config
 from telemetry_pipeline.definitions import ASSETS
-from telemetry_pipeline.io_manager import NightlyParquetIOManager
+from telemetry_pipeline.io_manager import NightlyParquetIOManager, NightlyTables
 from telemetry_pipeline.partitions import SINGLE_RUN, nightly_partitions
 from telemetry_pipeline.preview import summarize_night
 from telemetry_pipeline.resources import CodeStreamConfigResource, PhoneHomeResource, SourceDatabaseResource
@@ -473,6 +474,21 @@ def test_a_stored_payload_changed_after_its_checks_is_not_sent(sources, tmp_path
     [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert "not the one the summary built and checked" in failure.event_specific_data.error.message
     assert collector.requests == [] and outbox_files(tmp_path) == []
+
+
+def test_a_payload_read_back_is_hashed_again_and_one_handed_over_in_memory_is_not():
+    """What the publish compares with the checked hash: the hash of the bytes read from storage;
+    for the night this run's summary handed over in memory, the hash the summary took of them."""
+    payload = b'{"date":"2026-11-26"}'
+    row = {name: 0 for name in summary_assets.NIGHT_SUMMARY_SCHEMA.names}
+    row.update(night=D, installation_id="i", send=True, send_reason="r", email_decisions="{}",
+               payload_sha256="the summary's own", payload_bytes=len(payload))
+    table = summary_assets._summary_table(row, payload)
+    read_back, handed_over = NightlyTables([D], lambda night: table), NightlyTables([D], lambda night: table,
+                                                                                     held={D: table})
+    assert publish_assets._stored_night(read_back, D)[2] == sha256_hex(payload)
+    assert publish_assets._stored_night(handed_over, D)[2] == "the summary's own"
+    assert bytes(publish_assets._stored_night(handed_over, D)[1]) == payload
 
 
 def test_publishing_a_summary_whose_checks_passed_sends_it(sources, tmp_path, instance, collector):
