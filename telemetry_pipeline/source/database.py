@@ -174,6 +174,7 @@ class SourceConnection:
         self._unique_keys: dict[tuple[str, tuple[str, ...]], bool] = {}
         self._not_null: dict[str, set[str]] = {}
         self._constrained: dict[str, bool] = {}
+        self._catalogued: dict[str, _TableConstraints | None] = {}  # PostgreSQL: by table, None when missing
         self._row_estimates: dict[str, float] = {}
         self._present: dict[str, dict[str, str | None]] | None = None
         self._extra = contextlib.ExitStack()  # the connections of fetch_together, kept as long as this one
@@ -455,16 +456,12 @@ class SourceConnection:
         """True when the database itself refuses NULL in the column (declared NOT NULL)."""
         if table not in self._not_null:  # once per table and connection: every extract step asks
             if not self._enforces_constraints(table):
-                found = []
+                self._not_null[table] = set()
             elif self.database.dialect == "sqlite":
-                found = self._connection.execute(
-                    'SELECT name FROM pragma_table_info(?) WHERE "notnull"', (table,)
-                ).fetchall()
+                self._not_null[table] = {name for (name,) in self._connection.execute(
+                    'SELECT name FROM pragma_table_info(?) WHERE "notnull"', (table,)).fetchall()}
             else:
-                found = self._catalog_rows(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnotnull"
-                    " AND attnum > 0 AND NOT attisdropped", (table,))
-            self._not_null[table] = {name for (name,) in found}
+                self._not_null[table] = self._constraints(table).not_null
         return column_name in self._not_null[table]
 
     def _enforces_constraints(self, table: str) -> bool:
@@ -475,10 +472,37 @@ class SourceConnection:
         if self.database.dialect == "sqlite":
             return True
         if table not in self._constrained:
-            found = self._catalog_rows(
-                "SELECT relkind::text, relhassubclass FROM pg_class WHERE oid = to_regclass($1)", (table,))
-            self._constrained[table] = bool(found) and (found[0][0] == "p" or found[0] == ("r", False))
+            found = self._constraints(table)
+            self._constrained[table] = found is not None and (
+                found.kind == "p" or (found.kind == "r" and not found.has_children))
         return self._constrained[table]
+
+    def _constraints(self, table: str) -> _TableConstraints | None:
+        """PostgreSQL: the table's kind, whether others inherit from it, its NOT NULL columns and its
+        unique indexes' columns (None when there is no such table). Read for every contract table
+        at once, the first time one is asked for: two queries instead of three for each table,
+        which the first step of a run waits for."""
+        if table not in self._catalogued:
+            tables = sorted({table, *SOURCE_TABLES} - set(self._catalogued))
+            self._catalogued.update(dict.fromkeys(tables))
+            names = "ARRAY[" + ", ".join(_literal(name) for name in tables) + "]"
+            for name, kind, has_children, not_null in self._catalog_rows(
+                f"SELECT t.name, c.relkind::text, c.relhassubclass, a.attname::text FROM unnest({names}) AS t(name)"
+                " JOIN pg_class c ON c.oid = to_regclass(t.name) LEFT JOIN pg_attribute a ON a.attrelid = c.oid"
+                " AND a.attnotnull AND a.attnum > 0 AND NOT a.attisdropped"
+            ):
+                found = self._catalogued[name] or _TableConstraints(kind, has_children, set(), {})
+                if not_null is not None:
+                    found.not_null.add(not_null)
+                self._catalogued[name] = found
+            for name, index, column_name in self._catalog_rows(
+                f"SELECT t.name, i.indexrelid::bigint, a.attname::text FROM unnest({names}) AS t(name)"
+                " JOIN pg_index i ON i.indrelid = to_regclass(t.name)"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+                " WHERE i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL"
+            ):
+                self._catalogued[name].unique_indexes.setdefault(index, set()).add(column_name)
+        return self._catalogued[table]
 
     def orders_alike(self, first: tuple[str, str], second: tuple[str, str]) -> bool:
         """True when two text columns (table, column) order their values the same way, so a range
@@ -510,15 +534,8 @@ class SourceConnection:
                 if info and all(column_name is not None for (column_name,) in info):
                     found.append({column_name for (column_name,) in info})
             return found
-        by_index: dict[int, set[str]] = {}
-        for index, column_name in self._catalog_rows(
-            "SELECT i.indexrelid::bigint, a.attname FROM pg_index i"
-            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-            " WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL"
-            " AND i.indexprs IS NULL", (table,)
-        ):
-            by_index.setdefault(index, set()).add(column_name)
-        return list(by_index.values())
+        found = self._constraints(table)
+        return list(found.unique_indexes.values()) if found is not None else []
 
     def _columns_by_table(self) -> dict[str, dict[str, str | None]]:
         """Columns by table, with their PostgreSQL type (None in SQLite, which types values only)."""
@@ -535,6 +552,20 @@ class SourceConnection:
         ):
             found.setdefault(table, {})[name] = data_type
         return found
+
+
+class _TableConstraints(NamedTuple):
+    """What PostgreSQL's catalogue says of a table (``SourceConnection._constraints``)."""
+
+    kind: str  # pg_class.relkind: r a table, p a partitioned one, v a view, f a foreign table, ...
+    has_children: bool  # another table inherits from it
+    not_null: set[str]
+    unique_indexes: dict[int, set[str]]  # each unique, non-partial, plain-column index: its columns
+
+
+def _literal(text: str) -> str:
+    """A PostgreSQL string literal (the contract's own table names go into catalogue queries)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 # PostgreSQL column types that hold each contract type's values as they are.
