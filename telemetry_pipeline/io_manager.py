@@ -51,14 +51,15 @@ class NightlyTables(Mapping):
     def __init__(self, nights: Sequence[str], read: Callable[[str], pa.Table],
                  files: Mapping[str, Path] | None = None, held: Mapping[str, pa.Table] | None = None):
         self._nights = list(nights)
-        self._read = read
+        self._read = read  # a night not held
         self.files = files  # when every night is already a file: night -> path
         self.held = dict(held or {})  # nights also still in memory, handed to the run's readers as they are
 
     def __getitem__(self, night: str) -> pa.Table:
         if night not in self._nights:
             raise KeyError(night)
-        return self._read(night)
+        held = self.held.get(night)
+        return held if held is not None else self._read(night)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._nights)
@@ -130,8 +131,7 @@ class SpilledNights:
 
     def tables(self) -> NightlyTables:
         files, held = dict(self._files), dict([self._last] if self._last else [])
-        tables = NightlyTables(list(files), lambda night: held[night] if night in held else _read_file(files[night]),
-                               files=files, held=held)
+        tables = NightlyTables(list(files), lambda night: _read_file(files[night]), files=files, held=held)
         tables._spill = self  # the folder lives as long as the tables that point into it
         return tables
 
@@ -250,13 +250,9 @@ class _NightlyParquetStore(dg.IOManager):
                 )
 
         def read(night: str) -> pa.Table:
-            stored = self._stored.get((key, night))
-            if stored is not None:
-                return stored
             with self._path(context.asset_key, night).open("rb") as stream:
                 return read_night(stream)
 
-        if context.dagster_type.key == NIGHTLY_TABLE.key:
-            return NightlyTables(nights, read, held={night: self._stored[(key, night)] for night in nights
-                                                     if (key, night) in self._stored})
-        return pa.concat_tables([read(night) for night in nights])
+        tables = NightlyTables(nights, read, held={night: self._stored[(key, night)] for night in nights
+                                                   if (key, night) in self._stored})
+        return tables if context.dagster_type.key == NIGHTLY_TABLE.key else tables.to_table()

@@ -173,7 +173,6 @@ class SourceConnection:
         self._connection = connection
         self._unique_keys: dict[tuple[str, tuple[str, ...]], bool] = {}
         self._not_null: dict[str, set[str]] = {}
-        self._constrained: dict[str, bool] = {}
         self._catalogued: dict[str, _TableConstraints | None] = {}  # PostgreSQL: by table, None when missing
         self._row_estimates: dict[str, float] = {}
         self._present: dict[str, dict[str, str | None]] | None = None
@@ -471,11 +470,8 @@ class SourceConnection:
         tables hold them in every partition."""
         if self.database.dialect == "sqlite":
             return True
-        if table not in self._constrained:
-            found = self._constraints(table)
-            self._constrained[table] = found is not None and (
-                found.kind == "p" or (found.kind == "r" and not found.has_children))
-        return self._constrained[table]
+        found = self._constraints(table)
+        return found is not None and (found.kind == "p" or (found.kind == "r" and not found.has_children))
 
     def _constraints(self, table: str) -> _TableConstraints | None:
         """PostgreSQL: the table's kind, whether others inherit from it, its NOT NULL columns and its
